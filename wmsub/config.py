@@ -1,0 +1,341 @@
+"""Typed run configuration: YAML files plus dotted `key=value` overrides.
+
+Every key has a type; unknown keys and values of the wrong type are errors, because a
+typo in a benchmark config must never be silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# The official default negative prompt of Wan2.2 (wan/configs/shared_config.py,
+# `sample_neg_prompt`). Kept verbatim so the seed's settings are visible in one place;
+# an empty `generate.negative_prompt` means "use this".
+OFFICIAL_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，"
+    "形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+
+class ConfigError(ValueError):
+    """A bad config file, key or value. The message names the key and the fix."""
+
+
+@dataclass
+class RunConfig:
+    name: str = ""  # empty: "<config stem>-<UTC timestamp>"
+    logs_dir: str = "logs"
+
+
+@dataclass
+class BenchConfig:
+    root: str = "data/worldmodelbench"  # folder with worldmodelbench.json and images/
+    json_file: str = "worldmodelbench.json"
+    prompt_mode: str = "i2v"  # i2v: image + text_instruction; t2v: text only
+    limit: int = 0  # 0: all instances
+    stems: list[str] = field(default_factory=list)
+    domains: list[str] = field(default_factory=list)
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "outputs"
+    verify: str = "cheap"  # cheap: size + header + sidecar; decode: full decode of every mp4
+    allow_settings_mismatch: bool = False
+    max_attempts: int = 3  # per-instance generation attempts before it is reported failed
+    claim_ttl_s: int = 1800  # a claim not refreshed for this long belongs to a dead job
+
+
+@dataclass
+class ModelConfig:
+    name: str = "Wan2.2-TI2V-5B"
+    checkpoint_dir: str = "checkpoints/Wan2.2-TI2V-5B"
+
+
+@dataclass
+class GenerateConfig:
+    max_area: int = 704 * 1280
+    frame_num: int = 81
+    sampling_steps: int = 50
+    sample_solver: str = "unipc"  # unipc | dpm++
+    shift: float = 5.0
+    guide_scale: float = 5.0
+    fps: int = 24
+    seed: int = 42
+    negative_prompt: str = ""  # empty: the official default (OFFICIAL_NEGATIVE_PROMPT)
+    parallel: str = "sp"  # sp | cfg | dp | none
+    device: str = "auto"  # auto | cuda | cpu
+    exact: bool = True  # bitwise the official computation; false enables the fast path
+    attention: str = "auto"  # auto | flash3 | flash2 | cudnn | flash | efficient | math
+    compile: bool = False  # torch.compile each DiT block (fast path)
+    fast_blocks: bool = False  # bf16 modulation/RoPE instead of the official fp32 (fast path)
+    offload_t5: bool = True  # move T5 off the GPU once a video's prompts are encoded
+    cache_negative_prompt: bool = True  # encode the fixed negative prompt once per chunk
+    vae_dtype: str = "float32"  # float32 (official) | bfloat16
+    async_write: bool = False  # write the mp4 while the next video starts
+    dist_timeout_s: int = 600  # collective timeout: a dead peer ends the job instead of a hang
+
+
+@dataclass
+class PlanConfig:
+    chunks: int = 0  # 0: derive from target_chunk_minutes
+    target_chunk_minutes: float = 120.0
+    seconds_per_video: float = 90.0  # the seed's ~1.5 min per video at 704x1280x81, 50 steps
+
+
+@dataclass
+class SlurmConfig:
+    executor: str = "auto"  # auto (slurm when sbatch is on PATH) | slurm | local
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+    constraint: str = ""
+    exclude: str = ""
+    gpus_per_job: int = 2
+    cpus_per_task: int = 8
+    mem_gb: int = 64
+    time_min: int = 240
+    array_parallelism: int = 64
+    requeue: bool = True
+    signal_delay_s: int = 120
+    max_timeout_requeues: int = 3
+    python: str = ""  # interpreter on the compute nodes; empty: the launching interpreter
+    setup: list[str] = field(default_factory=list)  # shell lines before the job (module load, ...)
+    additional: dict[str, str] = field(default_factory=dict)  # extra sbatch flags
+    job_name: str = "wmsub"
+
+
+@dataclass
+class JudgeConfig:
+    enabled: bool = False
+    python: str = ""  # the VILA environment's interpreter
+    repo: str = ""  # WorldModelBench repo root (evaluation.py runs from here)
+    checkpoint: str = ""  # vila-ewm-qwen2-1.5b weights folder
+    cot: bool = True
+    shards: int = 1
+    partition: str = ""
+    time_min: int = 120
+    cpus: int = 8
+    mem_gb: int = 64
+    setup: list[str] = field(default_factory=list)
+    paired: bool = False  # start each shard when its generation chunk finishes
+    report: bool = True  # run the report as the last job
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def negative_prompt(self) -> str:
+        return self.generate.negative_prompt or OFFICIAL_NEGATIVE_PROMPT
+
+
+CHOICES = {
+    "bench.prompt_mode": ("i2v", "t2v"),
+    "output.verify": ("cheap", "decode"),
+    "generate.sample_solver": ("unipc", "dpm++"),
+    "generate.parallel": ("sp", "cfg", "dp", "none"),
+    "generate.device": ("auto", "cuda", "cpu"),
+    "generate.attention": ("auto", "flash3", "flash2", "cudnn", "flash", "efficient", "math"),
+    "generate.vae_dtype": ("float32", "bfloat16"),
+    "slurm.executor": ("auto", "slurm", "local"),
+}
+
+# Settings that change the pixels of a video. Changing any of them makes existing
+# outputs incomparable; the output store refuses such a folder (see store.py).
+FINGERPRINT_KEYS = (
+    "model.name", "bench.prompt_mode",
+    "generate.max_area", "generate.frame_num", "generate.sampling_steps",
+    "generate.sample_solver", "generate.shift", "generate.guide_scale", "generate.fps",
+    "generate.seed", "generate.negative_prompt", "generate.exact", "generate.fast_blocks",
+    "generate.vae_dtype",
+)
+
+
+def _coerce(key: str, value, typ):
+    origin = typing.get_origin(typ)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v] if value else []
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [str(v) for v in value]
+    if origin is dict:
+        if isinstance(value, str):
+            value = yaml.safe_load(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): str(v) for k, v in value.items()}
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(eval_int(value))
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if typ is str:
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {typ}")
+
+
+def eval_int(text: str) -> int:
+    """Integers, allowing products such as `704*1280` for areas."""
+    parts = text.replace(" ", "").split("*")
+    result = 1
+    for p in parts:
+        result *= int(p)
+    return result
+
+
+def _section_types(section_cls) -> dict:
+    hints = typing.get_type_hints(section_cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(section_cls)}
+
+
+def _set(cfg: Config, key: str, value, source: str) -> None:
+    if "." not in key:
+        raise ConfigError(f"{source}: '{key}' is not a known key; keys look like 'generate.seed' "
+                          f"(sections: {', '.join(_section_names())})")
+    section, name = key.split(".", 1)
+    if section not in _section_names():
+        raise ConfigError(f"{source}: unknown section '{section}' in '{key}' "
+                          f"(sections: {', '.join(_section_names())})")
+    sec = getattr(cfg, section)
+    types = _section_types(type(sec))
+    if name not in types:
+        close = difflib.get_close_matches(name, list(types), n=1)
+        hint = f"; did you mean {section}.{close[0]}?" if close else ""
+        raise ConfigError(f"{source}: unknown key '{key}'{hint} "
+                          f"(known in {section}: {', '.join(types)})")
+    coerced = _coerce(key, value, types[name])
+    if key in CHOICES and coerced not in CHOICES[key]:
+        raise ConfigError(f"{source}: {key}={coerced!r} is not one of {', '.join(CHOICES[key])}")
+    setattr(sec, name, coerced)
+
+
+def _section_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config)]
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        # dict-valued keys (slurm.additional) are values, not sections
+        if isinstance(v, dict) and key.count(".") == 0 and key in _section_names():
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def validate(cfg: Config) -> None:
+    g = cfg.generate
+    problems = []
+    if (g.frame_num - 1) % 4 != 0 or g.frame_num < 1:
+        problems.append(f"generate.frame_num={g.frame_num}: must be 4n+1 (e.g. 81)")
+    if g.sampling_steps < 1:
+        problems.append("generate.sampling_steps must be at least 1")
+    if g.max_area < 32 * 32:
+        problems.append(f"generate.max_area={g.max_area}: must be at least 32*32")
+    if g.fps < 1:
+        problems.append("generate.fps must be at least 1")
+    if cfg.slurm.gpus_per_job < 1:
+        problems.append("slurm.gpus_per_job must be at least 1")
+    if g.parallel in ("sp", "cfg") and cfg.slurm.gpus_per_job == 1 and g.device != "cpu":
+        pass  # one rank: sp/cfg degrade to none, which is the same computation
+    if g.parallel == "cfg" and cfg.slurm.gpus_per_job not in (1, 2):
+        problems.append("generate.parallel=cfg needs slurm.gpus_per_job of 1 or 2")
+    if cfg.output.max_attempts < 1:
+        problems.append("output.max_attempts must be at least 1")
+    if cfg.plan.chunks < 0:
+        problems.append("plan.chunks must be 0 (derive) or positive")
+    if cfg.judge.shards < 1:
+        problems.append("judge.shards must be at least 1")
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    cfg = Config()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+        for key, value in _flatten(data).items():
+            _set(cfg, key, value, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. bench.limit=10")
+        key, value = item.split("=", 1)
+        # raw text: _coerce parses by the key's type, so a stem like 000000007259.2 stays text
+        _set(cfg, key.strip(), value, "command line")
+    validate(cfg)
+    return cfg
+
+
+def config_from_dict(data: dict) -> Config:
+    """Rebuild a Config saved with to_dict() (run folders keep the resolved config)."""
+    cfg = Config()
+    for key, value in _flatten(data).items():
+        _set(cfg, key, value, "saved config")
+    return cfg
+
+
+def get_key(cfg: Config, key: str):
+    section, name = key.split(".", 1)
+    return getattr(getattr(cfg, section), name)
+
+
+def settings_fingerprint(cfg: Config) -> tuple[str, dict]:
+    """The settings that change pixels, and a short hash of them."""
+    settings = {k: get_key(cfg, k) for k in FINGERPRINT_KEYS}
+    settings["generate.negative_prompt"] = cfg.negative_prompt
+    blob = json.dumps(settings, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16], settings
