@@ -1,0 +1,183 @@
+"""Submitting a run: the generation job array, then optional judge and report jobs.
+
+Runs on a login node: no torch here. The chunk worker is pickled by reference
+(`wmsub.worker.ChunkWorker`) and imported on the compute node by `slurm.python`.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import submitit
+from submitit.slurm.slurm import _make_sbatch_string
+
+from .config import Config
+from .runs import RunFolder
+from .worker import ChunkWorker
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def executor_kind(cfg: Config, force_local: bool = False) -> str:
+    if force_local or cfg.slurm.executor == "local":
+        return "local"
+    if cfg.slurm.executor == "slurm":
+        if not shutil.which("sbatch"):
+            raise RuntimeError("slurm.executor=slurm but `sbatch` is not on PATH; "
+                               "run on a login node or pass --local")
+        return "slurm"
+    return "slurm" if shutil.which("sbatch") else "local"
+
+
+def _setup_lines(extra: list[str]) -> list[str]:
+    # The job imports wmsub from this checkout: the compute node sees the same shared FS.
+    return [*extra, f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
+
+
+def _slurm_common(cfg: Config) -> dict:
+    s = cfg.slurm
+    params = {}
+    for key in ("partition", "account", "qos", "constraint", "exclude"):
+        value = getattr(s, key)
+        if value:
+            params[key] = value
+    return params
+
+
+def generation_executor(cfg: Config, run: RunFolder, kind: str):
+    s = cfg.slurm
+    gpus = s.gpus_per_job
+    if kind == "local":
+        ex = submitit.LocalExecutor(folder=run.submitit_dir, max_num_timeout=s.max_timeout_requeues,
+                                    python=s.python or None)
+        # Local "GPUs" are only a count: on a CPU-only machine gpus_per_node must stay 0.
+        ex.update_parameters(timeout_min=s.time_min, tasks_per_node=gpus, nodes=1,
+                             gpus_per_node=0, cpus_per_task=1)
+        return ex
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=s.max_timeout_requeues,
+                                python=s.python or None)
+    additional = {"requeue": True} if s.requeue else {}
+    additional.update(s.additional)
+    ex.update_parameters(
+        job_name=f"{run.name}-gen", nodes=1, ntasks_per_node=gpus, gres=f"gpu:{gpus}",
+        cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB", time=s.time_min,
+        signal_delay_s=s.signal_delay_s, array_parallelism=s.array_parallelism,
+        setup=_setup_lines(s.setup), additional_parameters=additional, **_slurm_common(cfg))
+    return ex
+
+
+def _single_gpu_executor(cfg: Config, run: RunFolder, stage: str, gpus: int, time_min: int,
+                         dependency: str | None):
+    j = cfg.judge
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0)
+    params = _slurm_common(cfg)
+    if j.partition:
+        params["partition"] = j.partition
+    if gpus:
+        params["gres"] = f"gpu:{gpus}"
+    extra = {"kill-on-invalid-dep": "yes"}
+    if dependency:
+        params["dependency"] = dependency
+    ex.update_parameters(job_name=f"{run.name}-{stage}", nodes=1, ntasks_per_node=1,
+                         cpus_per_task=j.cpus, mem=f"{j.mem_gb}GB", time=time_min,
+                         setup=_setup_lines(cfg.slurm.setup + j.setup),
+                         additional_parameters=extra, **params)
+    return ex
+
+
+def chunk_workers(run: RunFolder, plan) -> list[ChunkWorker]:
+    return [ChunkWorker(str(run.path), c.index, list(c.instances)) for c in plan.chunks]
+
+
+def submit_generation(cfg: Config, run: RunFolder, workers: list[ChunkWorker], kind: str) -> dict:
+    ex = generation_executor(cfg, run, kind)
+    with ex.batch():
+        jobs = [ex.submit(w) for w in workers]
+    master = jobs[0].job_id.split("_")[0] if jobs else ""
+    entry = {"stage": "gen", "executor": kind, "job_id": master,
+             "tasks": {str(w.chunk_index): j.job_id for w, j in zip(workers, jobs)},
+             "chunks": [w.chunk_index for w in workers], "submitted_at": time.time()}
+    run.add_job(entry)
+    return entry, jobs
+
+
+def wait_for_jobs(jobs, poll_s: float = 3.0) -> list[str]:
+    """Block until every job ends; returns their final states (submitit's view)."""
+    while not all(j.done() for j in jobs):
+        time.sleep(poll_s)
+    return [j.state for j in jobs]
+
+
+def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list[dict]:
+    """Judge shards after the whole generation array, then the report after the shards.
+
+    `afterany` (not `afterok`): a failed chunk must not leave the judge pending forever; the
+    judge then scores the videos that exist and the report flags the missing ones.
+    """
+    from . import judge  # judge/report need no torch either
+
+    stems = run.load_plan().get("stems", [])
+    judge.write_shards_file(run.path, cfg, stems)
+    entries = []
+    dep = f"afterany:{after_job}" if after_job else None
+    ex = _single_gpu_executor(cfg, run, "judge", 1, cfg.judge.time_min, dep)
+    shard_ids = list(range(len(judge.read_shards(run.path))))
+    jobs = ex.map_array(judge.run_shard, [str(run.path)] * len(shard_ids), shard_ids)
+    judge_master = jobs[0].job_id.split("_")[0]
+    entries.append({"stage": "judge", "job_id": judge_master, "executor": "slurm",
+                    "tasks": {str(i): j.job_id for i, j in zip(shard_ids, jobs)},
+                    "submitted_at": time.time()})
+    run.add_job(entries[-1])
+    if cfg.judge.report:
+        from . import report
+        rex = _single_gpu_executor(cfg, run, "report", 0, 30, f"afterany:{judge_master}")
+        rjob = rex.submit(report.run_report, str(run.path))
+        entries.append({"stage": "report", "job_id": rjob.job_id, "executor": "slurm",
+                        "tasks": {}, "submitted_at": time.time()})
+        run.add_job(entries[-1])
+    return entries
+
+
+def sbatch_preview(cfg: Config, run: RunFolder, n_chunks: int) -> str:
+    """The exact sbatch script submitit would write for the generation array."""
+    kind = "slurm"
+    s = cfg.slurm
+    try:
+        ex = generation_executor(cfg, run, kind)
+        params = dict(ex.parameters)
+        command = ex._submitit_command_str
+    except RuntimeError:
+        # no srun on this machine: build the same parameters without a SlurmExecutor
+        params = {"job_name": f"{run.name}-gen", "nodes": 1, "ntasks_per_node": s.gpus_per_job,
+                  "gres": f"gpu:{s.gpus_per_job}", "cpus_per_task": s.cpus_per_task,
+                  "mem": f"{s.mem_gb}GB", "time": s.time_min, "signal_delay_s": s.signal_delay_s,
+                  "array_parallelism": s.array_parallelism, "setup": _setup_lines(s.setup),
+                  "additional_parameters": ({"requeue": True} if s.requeue else {}) | s.additional,
+                  **_slurm_common(cfg)}
+        command = " ".join([s.python or sys.executable, "-u -m submitit.core._submit",
+                            str(run.submitit_dir)])
+    return _make_sbatch_string(command=command, folder=run.submitit_dir,
+                               map_count=max(n_chunks, 1), **params)
+
+
+def resubmit_workers(run: RunFolder, cfg: Config) -> list[ChunkWorker]:
+    """The run's chunks again, each with only its stems that are missing or failed.
+
+    Chunk indices stay the same, so each chunk's progress record carries on.
+    """
+    from .manifest import load_manifest
+    from .planner import make_store
+
+    manifest = load_manifest(cfg.bench)
+    store = make_store(cfg)
+    store.check_settings()
+    workers = []
+    for chunk in run.load_plan().get("chunks", []):
+        todo = [manifest.by_stem[s] for s in chunk["stems"] if not store.is_done(s)]
+        for inst in todo:
+            store.clear_failure(inst.stem)  # a resubmit gives failed instances fresh attempts
+        if todo:
+            workers.append(ChunkWorker(str(run.path), chunk["index"], todo))
+    return workers

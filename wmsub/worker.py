@@ -1,0 +1,319 @@
+"""The chunk worker: one Slurm array task = one chunk = one engine load, many videos.
+
+Every rank of the task runs `ChunkWorker.__call__`. Ranks that make one video together (a
+"group", see engines/parallel.py) agree on each next stem through the gloo control group;
+the group's writer claims the stem, writes the mp4 through the output store and updates the
+chunk's progress record. On SIGUSR2 (preemption or time limit) submitit calls `checkpoint()`
+on global rank 0, requeues the task and exits; writes are atomic and claims are released
+here, so nothing partial survives.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import submitit
+
+from .progress import ChunkProgress
+from .runs import RunFolder
+
+log = logging.getLogger("wmsub.worker")
+
+
+class RankDesync(RuntimeError):
+    """Ranks of one group disagree after a failure: their collectives can no longer be trusted."""
+
+
+def _job_id() -> str:
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    if array and task:
+        return f"{array}_{task}"
+    return os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_LOCAL_JOB_ID") or f"pid{os.getpid()}"
+
+
+class ChunkWorker(submitit.helpers.Checkpointable):
+    def __init__(self, run_dir: str, chunk_index: int, instances: list):
+        self.run_dir = run_dir
+        self.chunk_index = chunk_index
+        self.instances = instances
+        self._claims: dict = {}
+        self._progress: ChunkProgress | None = None
+
+    # Requeues pickle this object again: keep only what the constructor took.
+    def __getstate__(self):
+        return {"run_dir": self.run_dir, "chunk_index": self.chunk_index, "instances": self.instances}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._claims = {}
+        self._progress = None
+
+    # ---- submitit hooks -------------------------------------------------------------
+    def checkpoint(self, *args, **kwargs):
+        self._release_claims()
+
+        def mark(rec):
+            rec["state"] = "requeued"
+            rec["signals"] = rec.get("signals", 0) + 1
+            rec["current"] = None
+        if self._progress is not None:
+            self._progress.update(mark, wait_s=2.0)
+        log.warning("chunk %s: signal received, claims released, requeueing", self.chunk_index)
+        return submitit.helpers.DelayedSubmission(ChunkWorker(self.run_dir, self.chunk_index,
+                                                              self.instances))
+
+    # ---- the loop ---------------------------------------------------------------------
+    def __call__(self) -> dict:
+        logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
+                            format="%(asctime)s %(levelname)s [chunk %(chunk)s r%(rank)s] %(message)s")
+        _install_log_context(self.chunk_index)
+        run = RunFolder(Path(self.run_dir))
+        cfg = run.load_config()
+        _export_dist_env(cfg)
+        _chain_signal_release(self)
+
+        from .engines.parallel import init_distributed  # torch from here on
+        from .engines.wan_ti2v import load_engine
+        from .planner import make_store
+
+        ctx = init_distributed(cfg.generate)
+        _LogContext.rank = ctx.rank
+        stems = [i.stem for i in self.instances]
+        plan_stems = _chunk_plan_stems(run, self.chunk_index) or stems
+        self._progress = ChunkProgress(run.chunk_record(self.chunk_index), self.chunk_index, plan_stems)
+        store = make_store(cfg)
+        if ctx.rank == 0:
+            store.check_settings()
+            self._progress.update(lambda r: _on_start(r, _job_id()))
+        t0 = time.time()
+        engine = load_engine(cfg, ctx)
+        log.info("engine loaded in %.1fs (%s)", time.time() - t0, engine.fingerprint())
+
+        queue = _my_queue(self.instances, ctx)
+        attempts: dict[str, int] = {}
+        try:
+            while True:
+                inst = self._next_instance(queue, store, ctx, cfg)
+                if inst is None:
+                    break
+                self._generate_one(inst, engine, store, ctx, cfg, queue, attempts)
+        except RankDesync as e:
+            if ctx.is_writer:
+                self._progress.update(lambda r: r.update(state="failed", error=str(e), current=None))
+            raise
+        except submitit.core.utils.UncompletedJobError as e:
+            if ctx.rank == 0:
+                self._progress.update(lambda r: r.update(state="failed", current=None,
+                                      error=f"timed out more than slurm.max_timeout_requeues="
+                                            f"{cfg.slurm.max_timeout_requeues} times: {e}"))
+            raise
+        finally:
+            self._release_claims()
+        _barrier(ctx)
+        if ctx.rank == 0:
+            rec = self._progress.update(_on_finish)
+            return {"chunk": self.chunk_index, "done": len(rec["done"]), "failed": rec["failed"]}
+        return {"chunk": self.chunk_index, "rank": ctx.rank}
+
+    def _next_instance(self, queue: list, store, ctx, cfg):
+        """The writer picks and claims the next stem; its group follows."""
+        choice = None
+        if ctx.is_writer:
+            while queue:
+                inst = queue.pop(0)
+                if store.is_done(inst.stem):
+                    # another job made it since planning: count it, never make it twice
+                    self._progress.update(lambda r, s=inst.stem: _mark_done(r, s, skipped=True))
+                    continue
+                claim = store.claim(inst.stem, _owner())
+                if claim is None:
+                    log.info("%s is claimed by another job; leaving it to that job", inst.stem)
+                    continue
+                self._claims[inst.stem] = (store, claim)
+                choice = inst
+                break
+        if ctx.group_size > 1:
+            choice = _broadcast_object(choice, ctx)
+        return choice
+
+    def _generate_one(self, inst, engine, store, ctx, cfg, queue, attempts):
+        if ctx.is_writer:
+            self._progress.update(lambda r: r.update(current=inst.stem))
+        t0 = time.time()
+        error = None
+        try:
+            video = engine.generate(inst)
+        except (submitit.core.utils.UncompletedJobError, KeyboardInterrupt):
+            raise
+        except Exception as e:  # noqa: BLE001 - every failure is recorded, the chunk goes on
+            error = (f"{type(e).__name__}: {e}", traceback.format_exc())
+            video = None
+        errors = _gather_errors(error, ctx)
+        if errors and not all(errors):
+            # one rank failed, the other did not: an engine collective was left half done
+            if ctx.is_writer:
+                store.record_failure(inst.stem, next(e for e in errors if e)[0],
+                                     next(e for e in errors if e)[1])
+            raise RankDesync(f"{inst.stem}: one rank failed ({next(e for e in errors if e)[0]}) "
+                             f"while the others did not; stopping this chunk, resubmit to continue")
+        if errors:
+            reason, tb = errors[0]
+            if ctx.is_writer:
+                self._release(inst.stem)
+                n = store.record_failure(inst.stem, reason, tb)
+                log.error("%s failed (attempt %d/%d): %s", inst.stem, n, cfg.output.max_attempts, reason)
+                if n < cfg.output.max_attempts:
+                    queue.append(inst)
+                else:
+                    self._progress.update(lambda r: _mark_failed(r, inst.stem, reason))
+            return
+        if not ctx.is_writer:
+            return
+        gen_s = time.time() - t0
+        timings = dict(getattr(engine, "last_timings", {}) or {})
+        record = {"engine": engine.fingerprint(), "timings": timings, "job_id": _job_id(),
+                  "chunk": self.chunk_index, "seed": cfg.generate.seed, "instance_index": inst.index}
+        from .video_io import frames_to_uint8
+        frames = frames_to_uint8(video)
+        t1 = time.time()
+        store.write_video(inst.stem, frames, cfg.generate.fps, record)
+        write_s = time.time() - t1
+        store.clear_failure(inst.stem)
+        self._release(inst.stem)
+        sps = timings.get("s_per_step", 0.0)
+        entry = {"stem": inst.stem, "seconds": round(gen_s + write_s, 3), "s_per_step": sps,
+                 "finished_at": time.time()}
+        rec = self._progress.update(lambda r: _mark_done(r, inst.stem, video=entry))
+        log.info("video %s done: %d/%d in chunk, %.1fs (%.3f s/step, write %.1fs), %dx%d, %d frames",
+                 inst.stem, len(rec["done"]), rec["total"], gen_s + write_s, sps, write_s,
+                 frames.shape[2], frames.shape[1], frames.shape[0])
+
+    # ---- claims -------------------------------------------------------------------------
+    def _release(self, stem):
+        store_claim = self._claims.pop(stem, None)
+        if store_claim:
+            store, claim = store_claim
+            store.release(claim)
+
+    def _release_claims(self):
+        for stem in list(self._claims):
+            try:
+                self._release(stem)
+            except Exception:  # noqa: BLE001 - best effort from a signal handler
+                log.exception("could not release claim of %s", stem)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+class _LogContext(logging.Filter):
+    chunk = "?"
+    rank = 0
+
+    def filter(self, record):
+        record.chunk, record.rank = _LogContext.chunk, _LogContext.rank
+        return True
+
+
+def _install_log_context(chunk):
+    _LogContext.chunk = chunk
+    for h in logging.getLogger().handlers:
+        h.addFilter(_LogContext())
+
+
+def _owner() -> dict:
+    return {"job_id": _job_id(), "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _export_dist_env(cfg):
+    if "RANK" in os.environ and "MASTER_ADDR" in os.environ:
+        return
+    try:
+        env = submitit.helpers.TorchDistributedEnvironment()
+    except Exception:  # noqa: BLE001 - not under submitit: a single process
+        return
+    # keep Slurm's GPU list when every rank must see all GPUs? No: one GPU per rank, as torchrun.
+    env.export(set_cuda_visible_devices=cfg.generate.device != "cpu")
+
+
+def _chain_signal_release(worker: ChunkWorker):
+    """Ranks other than 0 get the requeue signal too; submitit ignores it there, but their
+    claims (dp mode) must not outlive them, so release before passing the signal on."""
+    previous = signal.getsignal(signal.SIGUSR2)
+
+    def handler(signum, frame):
+        worker._release_claims()
+        if callable(previous):
+            previous(signum, frame)
+    signal.signal(signal.SIGUSR2, handler)
+
+
+def _chunk_plan_stems(run: RunFolder, index: int) -> list[str]:
+    for c in run.load_plan().get("chunks", []):
+        if c.get("index") == index:
+            return list(c.get("stems", []))
+    return []
+
+
+def _my_queue(instances, ctx) -> list:
+    # dp: each rank is its own group and takes every num_groups-th instance first; the
+    # claims make it safe for ranks to pick up each other's leftovers later.
+    if ctx.num_groups > 1:
+        mine = instances[ctx.group_index::ctx.num_groups]
+        rest = [i for i in instances if i not in mine]
+        return mine + rest
+    return list(instances) if ctx.is_writer or ctx.group_size > 1 else []
+
+
+def _broadcast_object(obj, ctx):
+    import torch.distributed as dist
+    box = [obj]
+    dist.broadcast_object_list(box, src=0, group=ctx.control_group)
+    return box[0]
+
+
+def _gather_errors(error, ctx) -> list:
+    if ctx.group_size <= 1:
+        return [error] if error else []
+    import torch.distributed as dist
+    out = [None] * ctx.group_size
+    dist.all_gather_object(out, error, group=ctx.control_group)
+    return out if any(out) else []
+
+
+def _barrier(ctx):
+    if ctx.world_size > 1 and ctx.control_group is not None:
+        import torch.distributed as dist
+        dist.barrier(group=ctx.control_group)
+
+
+def _on_start(rec, job_id):
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT", "0") or 0)
+    if rec.get("state") == "requeued" or restarts > rec.get("restarts", 0):
+        rec["restarts"] = max(restarts, rec.get("restarts", 0) + 1)
+    rec.update(state="running", job_id=job_id, current=None, error=None, host=socket.gethostname())
+
+
+def _on_finish(rec):
+    rec["current"] = None
+    rec["state"] = "finished" if not rec["failed"] else "finished_with_failures"
+
+
+def _mark_done(rec, stem, video=None, skipped=False):
+    if stem not in rec["done"]:
+        rec["done"].append(stem)
+    rec["failed"].pop(stem, None)
+    if skipped and stem not in rec["skipped"]:
+        rec["skipped"].append(stem)
+    if video:
+        rec["videos"].append(video)
+    rec["current"] = None
+
+
+def _mark_failed(rec, stem, reason):
+    rec["failed"][stem] = reason
+    rec["current"] = None
