@@ -105,6 +105,11 @@ def read_shards_file(run_dir) -> dict:
     return data
 
 
+def read_shards(run_dir) -> list[list[str]]:
+    """The stems of each shard, as written by write_shards_file."""
+    return read_shards_file(run_dir)["shards"]
+
+
 def prepare_shard(run_dir, shard_index: int, stems: list[str], video_dir) -> Path:
     """(Re)build `shard-<i>/videos/` with a symlink per stem whose video exists and
     list the others in `shard-<i>/missing.json`; returns the shard folder."""
