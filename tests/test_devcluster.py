@@ -1,0 +1,101 @@
+"""The local dev Slurm cluster really schedules, accounts for, preempts and requeues jobs."""
+from pathlib import Path
+
+import pytest
+
+from tests.slurm_helpers import (
+    BeginTimeReleaser, CommandError, daemon_pids, devcluster, job_state_sacct, run,
+    scontrol_job, squeue_states, wait_for,
+)
+
+JOB_TIMEOUT_S = 120
+
+
+def _write_script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/bash\n" + body)
+    path.chmod(0o755)
+    return path
+
+
+def _sbatch(*args: str) -> str:
+    return run(["sbatch", "--parsable", *args]).strip().split(";")[0]
+
+
+def _wait_state(job_id: str, state: str) -> None:
+    wait_for(lambda: job_state_sacct(job_id) == state, JOB_TIMEOUT_S,
+             f"sacct to show job {job_id} {state} (squeue: {squeue_states(job_id)})")
+
+
+def test_two_task_gpu_job_sees_its_gpus_and_completes(slurm_cluster, tmp_path):
+    out = tmp_path / "job.out"
+    script = _write_script(tmp_path / "job.sh",
+                           "srun bash -c 'echo \"task=$SLURM_PROCID cvd=$CUDA_VISIBLE_DEVICES\"'\n")
+    job_id = run(["sbatch", "--parsable", "--wait", "--ntasks=2", "--gres=gpu:2",
+                  f"--output={out}", str(script)], timeout_s=JOB_TIMEOUT_S).strip()
+
+    seen = dict(line.split(" ", 1) for line in out.read_text().splitlines()
+                if line.startswith("task="))
+    assert set(seen) == {"task=0", "task=1"}, out.read_text()
+    for cvd in seen.values():
+        devices = cvd.removeprefix("cvd=").split(",")
+        assert len(devices) == 2 and all(d.isdigit() for d in devices), seen
+    _wait_state(job_id, "COMPLETED")
+
+
+LOW_JOB = """\
+events={events}
+echo "start restart=${{SLURM_RESTART_COUNT:-0}}" >> "$events"
+if [[ ${{SLURM_RESTART_COUNT:-0}} -ge 1 ]]; then echo finish >> "$events"; exit 0; fi
+trap 'echo usr2 >> "$events"' USR2
+echo waiting >> "$events"
+for _ in $(seq 1500); do sleep 0.2; done
+echo never-preempted >> "$events"
+exit 1
+"""
+
+
+def test_high_partition_preempts_low_job_which_is_signalled_requeued_and_finishes(
+        slurm_cluster, tmp_path):
+    events = tmp_path / "events"
+    low_script = _write_script(tmp_path / "low.sh", LOW_JOB.format(events=events))
+    low = _sbatch("--partition=low", "--requeue", "--gres=gpu:2", "--signal=B:USR2@10",
+                  f"--output={tmp_path / 'low.out'}", "--open-mode=append", str(low_script))
+    wait_for(lambda: events.exists() and "waiting" in events.read_text(), JOB_TIMEOUT_S,
+             f"low job {low} to start (squeue: {squeue_states(low)})")
+
+    with BeginTimeReleaser([low], interval_s=1.0) as releaser:
+        high = _sbatch("--partition=high", "--gres=gpu:4", f"--output={tmp_path / 'high.out'}",
+                       f"--wrap=echo high >> {events}; sleep 2")
+        _wait_state(high, "COMPLETED")
+        _wait_state(low, "COMPLETED")
+
+    lines = events.read_text().split()
+    assert lines == ["start", "restart=0", "waiting", "usr2", "high",
+                     "start", "restart=1", "finish"], lines
+    history = run(["sacct", "-n", "-X", "-P", "-D", "-j", low, "-o", "State"]).split()
+    assert {"PREEMPTED", "REQUEUED"} & set(history), history
+    assert low in releaser.released and not releaser.errors, (releaser.released, releaser.errors)
+    assert int(scontrol_job(low).get("Restarts", "1")) >= 1
+
+
+def test_second_up_keeps_the_running_daemons(slurm_cluster):
+    before = devcluster("status")
+    assert before.returncode == 0, before.stdout + before.stderr
+    pids = daemon_pids(before.stdout)
+    assert sorted(pids) == sorted(("munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"))
+    assert all(pids.values()), pids
+
+    again = devcluster("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = devcluster("status")
+    assert after.returncode == 0 and daemon_pids(after.stdout) == pids, after.stdout
+    assert "idle" in after.stdout or "mix" in after.stdout, after.stdout
+
+
+def test_query_helpers_report_unknown_jobs_and_failures_clearly(slurm_cluster):
+    assert squeue_states(987654321) == {}
+    assert job_state_sacct(987654321) == ""
+    with pytest.raises(CommandError, match="exit 3"):
+        run(["bash", "-c", "echo oops >&2; exit 3"])
+    with pytest.raises(TimeoutError, match="the impossible"):
+        wait_for(lambda: False, 0.3, "the impossible", interval_s=0.1)
