@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from wmsub.config import Config
-from wmsub.judge import (JudgeError, merge_shards, prepare_shard, run_shard, shard_stems,
+from wmsub.judge import (JudgeError, merge_shards, prepare_shard, read_shards, run_shard, shard_stems,
                          write_shards_file)
 from wmsub.scoring import ResultsError, coverage, per_video, score, score_by_domain
 
@@ -314,3 +314,12 @@ def test_prepare_shard_rebuilds_the_links(tmp_path):
     folder = prepare_shard(tmp_path / "run", 0, ["a", "b"], videos)
     assert [p.name for p in (folder / "videos").iterdir()] == ["b.mp4"]
     assert json.loads((folder / "missing.json").read_text())["missing"] == ["a"]
+
+
+def test_stems_the_judge_repo_does_not_list_are_reported(tmp_path):
+    run_dir, cfg = make_run(tmp_path, shards=1, missing=())
+    make_judge_repo(Path(cfg.judge.repo), [b for b in BENCH if b[0] != "clip_c"])
+    st = run_shard(str(run_dir), 0)
+    assert st["not_in_judge_list"] == ["clip_c"]
+    assert st["missing"] == ["clip_c"] and st["judged"] == len(BENCH) - 1
+    assert read_shards(run_dir) == [[s for s, _ in BENCH]]

@@ -84,6 +84,11 @@ def test_run_report_from_a_judged_run_folder(tmp_path):
     assert (g["requeues"], g["timeouts"], g["preemptions"]) == (3, 1, 2)
     assert g["unreadable_records"] == ["2.json"]
 
+    j = report["judge"]
+    assert (j["shards"], j["shards_with_result"], j["not_in_judge_list"]) == (2, 2, [])
+    statuses = [json.loads((run_dir / "judge" / f"shard-{i}" / "status.json").read_text()) for i in range(2)]
+    assert j["gpu_hours"] == pytest.approx(sum(st["seconds"] for st in statuses) / 3600)
+
     w, h = charts.SCORES_FIGSIZE
     assert png_size(out / "scores.png") == (w * charts.DPI, h * charts.DPI)
     w, h = charts.DOMAINS_FIGSIZE

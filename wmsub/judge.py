@@ -136,8 +136,14 @@ def official_output(folder: Path, cot: bool) -> tuple[str, Path]:
     return save_name, Path(save_name + ("_cot.json" if cot else ".json"))
 
 
+def _here(path: str) -> str:
+    """Absolute when it names something relative to our working directory: the judge
+    runs in judge.repo, where a relative path would mean something else."""
+    return str(Path(path).resolve()) if os.sep in path and Path(path).exists() else path
+
+
 def judge_command(cfg: Config, videos: Path, model_name: str, save_name: str) -> list[str]:
-    cmd = [cfg.judge.python, "evaluation.py", "--judge", cfg.judge.checkpoint,
+    cmd = [_here(cfg.judge.python), "evaluation.py", "--judge", _here(cfg.judge.checkpoint),
            "--video_dir", str(videos.resolve()), "--model_name", model_name,
            "--save_name", save_name]
     return cmd + (["--cot"] if cfg.judge.cot else [])

@@ -82,6 +82,7 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     leaderboard = load_leaderboard()
     rank = rank_against(leaderboard, model_name, scores)
     generation = generation_stats(run_dir, cfg) if run_dir is not None else None
+    judging = judge_stats(run_dir) if run_dir is not None else None
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     report = {"model_name": model_name, "results_path": str(results_path),
               "run_dir": str(run_dir) if run_dir else None, "scores": scores, "coverage": cov,
               "rank": rank, "seed": leaderboard.get("seed"), "domains": by_domain,
-              "generation": generation, "files": files, "notes": notes}
+              "generation": generation, "judge": judging, "files": files, "notes": notes}
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     md = out_dir / "report.md"
     md.write_text(render_markdown(report))
@@ -163,6 +164,26 @@ def generation_stats(run_dir: Path, cfg: Config | None) -> dict:
         "timeouts": sum(int(r.get("timeouts") or 0) for r in records),
         "preemptions": sum(int(r.get("preemptions") or 0) for r in records),
     }
+
+
+def judge_stats(run_dir: Path) -> dict | None:
+    """Per-shard numbers from `judge/shard-*/status.json` (one GPU per shard)."""
+    jdir = judge_dir(run_dir)
+    if not (jdir / "shards.json").is_file():
+        return None
+    n_shards = len(json.loads((jdir / "shards.json").read_text())["shards"])
+    statuses = []
+    for i in range(n_shards):
+        path = jdir / f"shard-{i}" / "status.json"
+        try:
+            statuses.append(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    seconds = sum(float(st.get("seconds") or 0.0) for st in statuses)
+    return {"shards": n_shards,
+            "shards_with_result": sum((jdir / f"shard-{i}" / "result.json").is_file() for i in range(n_shards)),
+            "judge_seconds": seconds, "gpu_hours": seconds / 3600,
+            "not_in_judge_list": sorted({s for st in statuses for s in st.get("not_in_judge_list", [])})}
 
 
 def _domain_map(cfg: Config | None) -> tuple[dict | None, str | None]:
@@ -297,6 +318,14 @@ def render_markdown(report: dict) -> str:
                   ""]
         for stem, why in list(g["failed"].items())[:MISSING_LISTED]:
             lines.append(f"- failed `{stem}`: {why}")
+    j = report.get("judge")
+    if j is not None:
+        lines += ["", "## Judge", "",
+                  f"{j['shards_with_result']} of {j['shards']} shards have a result; "
+                  f"judging took {_f(j['gpu_hours'], 3)} GPU-hours."]
+        if j["not_in_judge_list"]:
+            lines.append("Not in the judge repo's worldmodelbench.json (never judged): "
+                         + ", ".join(f"`{s}`" for s in j["not_in_judge_list"][:MISSING_LISTED]))
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
     return "\n".join(lines) + "\n"
