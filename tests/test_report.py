@@ -176,3 +176,20 @@ def test_real_benchmark_gives_seven_domains_and_350_expected(tmp_path):
     assert len(report["domains"]) == 7
     assert sum(d["judged"] for d in report["domains"].values()) == 3
     assert report["coverage"]["expected"] == 350 and report["coverage"]["judged"] == 3
+
+
+def test_report_remerges_after_a_shard_is_judged_again(tmp_path):
+    from tests.test_judge import make_mp4
+    run_dir, cfg = make_run(tmp_path, shards=2, missing=("clip_a",))
+    for i in range(2):
+        run_shard(str(run_dir), i)
+    run_report(str(run_dir))
+    assert json.loads((run_dir / "report" / "report.json").read_text())["coverage"]["judged"] == 4
+    make_mp4(Path(cfg.output.dir) / "clip_a.mp4")  # e.g. made by a resubmitted chunk
+    for i in range(2):
+        run_shard(str(run_dir), i)
+    run_report(str(run_dir))
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert (report["coverage"]["judged"], report["coverage"]["short"]) == (5, False)
+    assert report["scores"]["total"] == pytest.approx(hand_scores([s for s, _ in BENCH])["total"])
+    assert "SHORT" not in (run_dir / "report" / "report.md").read_text()

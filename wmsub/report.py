@@ -30,17 +30,21 @@ def load_leaderboard() -> dict:
 
 
 def run_report(run_dir: str) -> str:
-    """Slurm report job: merge the shards if their results are newer, then write
+    """Slurm report job: merge the judge shards if needed, then write
     `<run_dir>/report/`. Returns the path of report.md."""
     run_dir = Path(run_dir)
-    jdir = judge_dir(run_dir)
-    merged = jdir / "results.json"
-    shard_results = list(jdir.glob("shard-*/result.json"))
-    if (jdir / "shards.json").is_file() and (
-            not merged.is_file()
-            or any(p.stat().st_mtime >= merged.stat().st_mtime for p in shard_results)):
-        merge_shards(run_dir)
     return str(write_report(run_dir, None, run_dir / "report"))
+
+
+def merge_if_stale(run_dir: Path) -> None:
+    """Merge the shard results when results.json is missing or older than one of them."""
+    jdir = judge_dir(run_dir)
+    if not (jdir / "shards.json").is_file():
+        return
+    merged = jdir / "results.json"
+    if not merged.is_file() or any(p.stat().st_mtime >= merged.stat().st_mtime
+                                   for p in jdir.glob("shard-*/result.json")):
+        merge_shards(run_dir)
 
 
 def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
@@ -59,9 +63,8 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     if results_path is None:
         if run_dir is None:
             raise ValueError("write_report needs a run folder or a results file")
+        merge_if_stale(run_dir)
         results_path = judge_dir(run_dir) / "results.json"
-        if not results_path.is_file() and (judge_dir(run_dir) / "shards.json").is_file():
-            merge_shards(run_dir)
     results_path = Path(results_path)
     if not results_path.is_file():
         raise FileNotFoundError(f"{results_path}: no judge results file; run the judge stage "
