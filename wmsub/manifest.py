@@ -70,8 +70,9 @@ def load_manifest(bench: BenchConfig, check_images: bool | str = True) -> Manife
 
     check_images: True checks each selected first frame's header and that the file is
     complete (a JPEG without its end marker is fully decoded to decide); "full" decodes
-    every image; False checks only that the paths stay inside the benchmark folder.
-    Entry structure is checked for every entry; images only for the selected ones.
+    every image; False checks only that each image exists inside the benchmark folder.
+    Entry structure is checked for every entry, images only for the selected ones; every
+    problem found is raised together in one ManifestError.
     """
     if check_images not in (True, False, "full"):
         raise ValueError(f"check_images must be True, False or 'full', got {check_images!r}")
@@ -79,13 +80,8 @@ def load_manifest(bench: BenchConfig, check_images: bool | str = True) -> Manife
     json_path = root / bench.json_file
     entries = _read_json(json_path)
     problems: list[str] = []
-    parsed = _check_entries(entries, json_path, problems)
-
-    if problems:  # structure problems make filters meaningless; report them now
-        raise ManifestError(problems)
-    selected, filter_notes = _apply_filters(parsed, bench, json_path, problems)
-    if problems:
-        raise ManifestError(problems)
+    parsed, all_stems = _check_entries(entries, json_path, problems)
+    selected, filter_notes = _apply_filters(parsed, all_stems, bench, json_path, problems)
 
     notes = list(filter_notes)
     instances = []
@@ -149,7 +145,7 @@ def _read_json(json_path: Path):
 
 
 def _check_entries(entries: list, json_path: Path, problems: list[str]):
-    """Structure of every entry; returns (index, entry, stem) for the good ones."""
+    """Structure of every entry: (index, entry, stem) of the good ones, and every stem seen."""
     parsed = []
     first_index_of: dict[str, int] = {}
     for index, entry in enumerate(entries):
@@ -180,10 +176,12 @@ def _check_entries(entries: list, json_path: Path, problems: list[str]):
                 first_index_of[stem] = index
         if not bad:
             parsed.append((index, entry, stem))
-    return parsed
+    return parsed, set(first_index_of)
 
 
-def _apply_filters(parsed, bench: BenchConfig, json_path: Path, problems: list[str]):
+def _apply_filters(parsed, all_stems: set, bench: BenchConfig, json_path: Path, problems: list[str]):
+    """Filtered good entries. A stem whose entry is broken is not "unknown": its entry's
+    own problem is already reported."""
     notes = []
     selected = parsed
     if bench.domains:
@@ -196,10 +194,9 @@ def _apply_filters(parsed, bench: BenchConfig, json_path: Path, problems: list[s
         selected = [p for p in selected if p[1]["domain"] in wanted]
         notes.append(f"domains filter {bench.domains}: {len(selected)} instances")
     if bench.stems:
-        known_stems = {stem: p for p in parsed for stem in [p[2]]}
         for s in bench.stems:
-            if s not in known_stems:
-                close = difflib.get_close_matches(s, list(known_stems), n=1)
+            if s not in all_stems:
+                close = difflib.get_close_matches(s, sorted(all_stems), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 problems.append(f"{json_path}: bench.stems has unknown stem {s!r}{hint} — fix: use "
                                 "the image name without .jpg, dots kept (e.g. 000000007259.2)")
