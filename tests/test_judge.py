@@ -323,3 +323,13 @@ def test_stems_the_judge_repo_does_not_list_are_reported(tmp_path):
     assert st["not_in_judge_list"] == ["clip_c"]
     assert st["missing"] == ["clip_c"] and st["judged"] == len(BENCH) - 1
     assert read_shards(run_dir) == [[s for s, _ in BENCH]]
+
+
+def test_score_by_domain_accepts_a_manifest(tmp_path):
+    from wmsub.manifest import Instance, Manifest
+    insts = [Instance(index=i, stem=s, prompt="p", image=None, domain=d, subdomain="x", image_size=None)
+             for i, (s, d) in enumerate([("a", "robotics"), ("b", "natural"), ("c", "robotics")])]
+    manifest = Manifest(instances=insts, root=tmp_path, json_path=tmp_path / "worldmodelbench.json")
+    assert score_by_domain(SMALL, manifest) == score_by_domain(SMALL, {"a": "robotics", "b": "natural",
+                                                                        "c": "robotics"})
+    assert score_by_domain(SMALL, manifest)["robotics"]["judged"] == 2
