@@ -60,10 +60,10 @@ def scores_chart(path: Path, model_name: str, scores: dict, leaderboard: dict) -
         heights = [(values.get(key) or 0.0) / top for key, _, top in DIMENSIONS]
         right.bar(x + (i - (len(series) - 1) / 2) * width, heights, width, label=label, color=color)
     right.set_xticks(x, [label for _, label, _ in DIMENSIONS], fontsize=8)
-    right.set_ylim(0, 1.1)
+    right.set_ylim(0, 1.25)  # headroom for the legend above bars that reach 1
     right.set_ylabel("fraction of maximum")
     right.set_title("Per dimension")
-    right.legend(fontsize=8, loc="lower right")
+    right.legend(fontsize=8, loc="upper center", ncol=len(series))
     fig.subplots_adjust(left=0.17, right=0.98, wspace=0.25)
     return _save(fig, path)
 
@@ -84,11 +84,11 @@ def domains_chart(path: Path, by_domain: dict) -> Path:
         s = by_domain[d]
         text = f"{s['total']:.2f}\n(n={s['judged']})" if s.get("total") is not None else "n=0"
         ax.text(i, bottom[i] + 0.1, text, ha="center", fontsize=8)
-    ax.set_ylim(0, 11.5)
+    ax.set_ylim(0, 12.5)  # headroom for the total labels and the legend
     ax.set_ylabel("score (/10)")
     ax.set_title("Scores per domain")
     ax.tick_params(axis="x", labelsize=8, rotation=15)
-    ax.legend(fontsize=8, loc="upper right", ncol=3)
+    ax.legend(fontsize=8, loc="upper center", ncol=3)
     return _save(fig, path)
 
 
