@@ -331,4 +331,7 @@ def render_markdown(report: dict) -> str:
                          + ", ".join(f"`{s}`" for s in j["not_in_judge_list"][:MISSING_LISTED]))
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in report["notes"]]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines)
+    while "\n\n\n" in text:  # sections that are absent leave empty lines behind
+        text = text.replace("\n\n\n", "\n\n")
+    return text.rstrip("\n") + "\n"
