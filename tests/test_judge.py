@@ -333,3 +333,14 @@ def test_score_by_domain_accepts_a_manifest(tmp_path):
     assert score_by_domain(SMALL, manifest) == score_by_domain(SMALL, {"a": "robotics", "b": "natural",
                                                                         "c": "robotics"})
     assert score_by_domain(SMALL, manifest)["robotics"]["judged"] == 2
+
+
+def test_official_output_of_an_attempt_killed_before_the_copy_is_reused(tmp_path):
+    run_dir, cfg = make_run(tmp_path, shards=1, missing=("clip_a",))
+    first = run_shard(str(run_dir), 0)
+    result = Path(first["result"])
+    kept = result.read_text()
+    result.unlink()  # as if the job died between the judge's write and our copy
+    second = run_shard(str(run_dir), 0)
+    assert len(calls(Path(cfg.judge.repo))) == 1 and not second["ran_judge"]
+    assert result.read_text() == kept

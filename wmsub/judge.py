@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -207,11 +208,12 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
         # nothing to judge: do not load the judge model for an empty folder
         _write_json(official_path, {"model_name": shards["model_name"], "preds": {},
                                     "accs": {"instruction": [], "physical_laws": [], "common_sense": []}})
-    elif _judged_stems(official_path) == set(present):
-        pass  # an earlier attempt judged exactly these videos but died before the copy
     else:
-        ran = True
         check_judge_setup(cfg, config_path)
+    listed = judge_list_stems(cfg.judge.repo) if present else set()
+    if present and _judged_stems(official_path) != set(present) & listed:
+        # (equal: an earlier attempt judged these videos and died before the copy)
+        ran = True
         if official_path.exists():
             # from an earlier attempt on other videos: the official script would
             # load it and skip inference
@@ -219,7 +221,7 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
         cmd = judge_command(cfg, folder / "videos", shards["model_name"], save_name)
         log_path = folder / "judge.log"
         with open(log_path, "ab") as log:
-            log.write(f"\n$ (cd {cfg.judge.repo} && {' '.join(cmd)})\n".encode())
+            log.write(f"\n$ cd {shlex.quote(cfg.judge.repo)} && {shlex.join(cmd)}\n".encode())
             log.flush()
             proc = subprocess.run(cmd, cwd=cfg.judge.repo, stdout=log, stderr=subprocess.STDOUT,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -236,8 +238,7 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
     os.replace(tmp, result_path)
     status = _status(folder, shard_index, stems, result_path, ran=ran)
     status["seconds"] = time.time() - started
-    not_listed = sorted(set(present) - judge_list_stems(cfg.judge.repo)) if present else []
-    status["not_in_judge_list"] = not_listed
+    status["not_in_judge_list"] = sorted(set(present) - listed)
     _write_json(folder / "status.json", status)
     return status
 
