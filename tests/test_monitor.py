@@ -1,0 +1,295 @@
+"""`status` and `cancel` against real Slurm jobs on the dev cluster (wmsub/monitor.py).
+
+Run folders here are built by hand (files only) and point at real `sbatch --wrap` jobs,
+so the monitor's one squeue call and one sacct call parse what Slurm really prints.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.slurm_helpers import (BeginTimeReleaser, run, sacct_states, squeue_rows,
+                                 squeue_states, wait_for)
+from wmsub import monitor
+from wmsub import slurm_query as sq
+from wmsub.claims import ClaimBook
+from wmsub.config import Config
+from wmsub.runs import RunFolder, write_json_atomic
+
+SLURM_WAIT_S = 180  # generous: other tests' jobs may hold the node for a while
+
+
+# ---- building run folders ---------------------------------------------------------------------
+
+def make_run(root: Path, chunks: dict[int, list[str]], jobs: list[dict], *,
+             output_dir: str | None = None, gpus: int = 2) -> RunFolder:
+    cfg = Config()
+    cfg.output.dir = output_dir or str(root / "outputs")
+    cfg.slurm.gpus_per_job = gpus
+    run = RunFolder(root / "logs" / "run-test")
+    run.save_config(cfg)
+    (run.path / "submitit").mkdir(parents=True, exist_ok=True)
+    stems = [s for i in sorted(chunks) for s in chunks[i]]
+    run.save_plan({"stems": stems, "done": [], "pending": stems, "failed": [],
+                   "chunks": [{"index": i, "stems": chunks[i], "est_s": 90.0 * len(chunks[i])}
+                              for i in sorted(chunks)]})
+    write_json_atomic(run.path / "jobs.json", jobs)
+    return run
+
+
+def gen_entry(master: str, chunk_indices: list[int], executor: str = "slurm") -> dict:
+    return {"stage": "gen", "executor": executor, "job_id": master,
+            "tasks": {str(i): f"{master}_{i}" for i in chunk_indices},
+            "chunks": chunk_indices, "submitted_at": time.time()}
+
+
+def write_record(run: RunFolder, index: int, stems: list[str], **fields) -> None:
+    now = time.time()
+    record = {"chunk": index, "job_id": None, "total": len(stems), "stems": stems,
+              "state": "running", "current": None, "done": [], "failed": {}, "skipped": [],
+              "restarts": 0, "timeouts": 0, "preemptions": 0, "started_at": now,
+              "updated_at": now, "videos": [], "error": None}
+    record.update(fields)
+    write_json_atomic(run.chunk_record(index), record)
+
+
+def make_done(outputs: Path, stem: str) -> None:
+    (outputs / ".wmsub" / "records").mkdir(parents=True, exist_ok=True)
+    (outputs / f"{stem}.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    (outputs / ".wmsub" / "records" / f"{stem}.json").write_text('{"stem": "%s"}' % stem)
+
+
+def sbatch(*args: str) -> str:
+    return run(["sbatch", "--parsable", *args]).strip().split(";")[0]
+
+
+def scancel_quietly(*job_ids: str) -> None:
+    run(["scancel", *job_ids], check=False)
+
+
+# ---- parsing without a cluster ---------------------------------------------------------------
+
+def test_slurm_words_normalize_to_the_monitor_states():
+    cases = {"PENDING": "pending", "RUNNING": "running", "COMPLETING": "running",
+             "REQUEUED": "requeued", "PREEMPTED": "requeued", "REQUEUE_HOLD": "requeued",
+             "COMPLETED": "completed", "FAILED": "failed", "OUT_OF_MEMORY": "failed",
+             "NODE_FAIL": "failed", "TIMEOUT": "timeout", "CANCELLED by 0": "cancelled",
+             "CANCELLED+": "cancelled", "BOGUS_STATE": "unknown"}
+    assert {word: sq.normalize_state(word) for word in cases} == cases
+    assert [sq.parse_duration(t) for t in ("0:07", "5:03", "1:02:03", "2-01:00:00", "INVALID")] == \
+        [7, 303, 3723, 2 * 86400 + 3600, 0]
+    assert sq.expand_job_id("12_[0-2,5%4]") == ["12_0", "12_1", "12_2", "12_5"]
+    assert sq.expand_job_id("12_7") == ["12_7"]
+
+
+def test_a_resubmitted_chunk_is_shown_with_its_newest_job():
+    jobs = [gen_entry("100", [0, 1, 2]),
+            {"stage": "gen", "job_id": "200", "tasks": {"2": "200_0"}, "chunks": [2]},
+            {"stage": "judge", "job_id": "300", "tasks": {"0": "300_0"}}]
+    current = monitor.current_chunk_jobs(jobs)
+    assert {i: job for i, (job, _) in current.items()} == {0: "100_0", 1: "100_1", 2: "200_0"}
+
+
+def test_watch_redraws_in_place_until_the_run_has_ended(tmp_path):
+    """A local-executor run: no Slurm call at all; the record finishing ends the watch."""
+    chunks = {0: ["a", "b"]}
+    run_folder = make_run(tmp_path, chunks, [gen_entry("4242", [0], executor="local")])
+    write_record(run_folder, 0, chunks[0], state="running", current="a")
+
+    class FinishAfterFirstFrame(io.StringIO):
+        frames = 0
+
+        def write(self, text):
+            if text.startswith("\x1b[H\x1b[2J"):
+                self.frames += 1
+                if self.frames == 1:
+                    make_done(tmp_path / "outputs", "a")
+                    make_done(tmp_path / "outputs", "b")
+                    write_record(run_folder, 0, chunks[0], state="finished", done=["a", "b"])
+            return super().write(text)
+
+    screen = FinishAfterFirstFrame()
+    final = monitor.watch(run_folder.path, interval_s=0.01, stream=screen)
+    assert screen.frames == 2
+    assert "running" in screen.getvalue() and "2/2" in screen.getvalue()
+    assert final["finished"] and final["chunks"][0]["state"] == "completed"
+    assert final["totals"]["done"] == 2 and final["totals"]["failed"] == 0
+
+
+# ---- against the dev cluster ---------------------------------------------------------------------
+
+def test_status_tracks_a_real_array_and_explains_its_failed_chunk(slurm_cluster, tmp_path):
+    chunks = {0: ["s0", "s1"], 1: ["s2", "s3"], 2: ["s4", "s5"]}
+    run_folder = make_run(tmp_path, chunks, [])
+    logs = run_folder.path / "submitit"
+    script = ('echo start-$SLURM_ARRAY_TASK_ID; sleep 4; '
+              'if [ "$SLURM_ARRAY_TASK_ID" = 2 ]; then echo boom-task-2 >&2; exit 3; fi')
+    master = sbatch("--hold", "--array=0-2", "-J", "wmsub-test-monitor",
+                    "-o", f"{logs}/%A_%a_0_log.out", "-e", f"{logs}/%A_%a_0_log.err", "--wrap", script)
+    judge = sbatch("--dependency=afterany:" + master, "-o", "/dev/null", "--wrap", "true")
+    try:
+        write_json_atomic(run_folder.path / "jobs.json", [
+            gen_entry(master, [0, 1, 2]),
+            {"stage": "judge", "job_id": judge, "executor": "slurm", "tasks": {"0": judge}}])
+        make_done(tmp_path / "outputs", "s0")
+        write_record(run_folder, 2, chunks[2], state="failed", failed={"s5": "CUDA error: out of memory"},
+                     error="RuntimeError: engine died")
+
+        held = monitor.collect_status(run_folder.path)
+        queue = squeue_rows(master)
+        assert {r.job_id: r.state for r in queue} == {f"{master}_{i}": "PENDING" for i in range(3)}
+        assert [(c["job_id"], c["state"], c["reason"]) for c in held["chunks"]] == \
+            [(r.job_id, "pending", r.reason) for r in sorted(queue, key=lambda r: r.job_id)]
+        assert held["chunks"][0]["reason"] == "JobHeldUser"
+        assert held["judge"]["state"] == "pending" and held["judge"]["jobs"][0]["reason"] == "Dependency"
+        assert held["squeue_cmd"] == f"squeue -j {master},{judge} -r"
+        assert not held["finished"] and held["totals"]["done"] == 1 and held["totals"]["total"] == 6
+
+        run(["scontrol", "release", master])
+        running = wait_for(lambda: (lambda s: s if s["chunks"][1]["state"] == "running" else None)(
+            monitor.collect_status(run_folder.path)), SLURM_WAIT_S, "chunk 1 running", 0.2)
+        assert squeue_states(f"{master}_1")[f"{master}_1"] in ("RUNNING", "COMPLETING")
+        assert running["chunks"][1]["elapsed_s"] is not None
+        with BeginTimeReleaser([master]):
+            run(["scontrol", "requeue", f"{master}_1"])
+            wait_for(lambda: monitor.collect_status(run_folder.path)["finished"], SLURM_WAIT_S,
+                     "every job of the run ended")
+        # sacct lags slurmctld by a moment: wait until it has the final states, then compare.
+        wait_for(lambda: set(sacct_states(master).values()) >= {"COMPLETED", "FAILED"} and
+                 sacct_states(judge).get(judge) == "COMPLETED", 60, "sacct final states")
+        done = monitor.collect_status(run_folder.path)
+        accounted = sacct_states(master)
+        assert done["sacct"] is True
+        assert [c["state"] for c in done["chunks"]] == \
+            [sq.normalize_state(accounted[f"{master}_{i}"]) for i in range(3)] == \
+            ["completed", "completed", "failed"]
+        assert done["chunks"][1]["restarts"] == 1
+        failed = done["chunks"][2]
+        assert failed["reason"] == "exit code 3"
+        assert failed["failed"] == {"s5": "CUDA error: out of memory"}
+        assert failed["log"] == str(logs / f"{master}_2_0_log.err")
+        assert failed["log_tail"] == ["boom-task-2"]
+        assert done["judge"]["state"] == "completed"
+        assert done["totals"]["gpu_hours"] > 0 and done["totals"]["failed"] == 5
+        text = monitor.render_status(done)
+        for expected in ("boom-task-2", "CUDA error: out of memory", "engine died",
+                         f"{master}_2_0_log.err", "exit code 3", f"squeue -j {master},{judge} -r"):
+            assert expected in text
+        json.dumps(done)  # --json prints exactly this object
+    finally:
+        scancel_quietly(master, judge)
+
+
+def test_status_without_sacct_uses_squeue_and_the_records(slurm_cluster, tmp_path, monkeypatch):
+    held = sbatch("--hold", "-o", "/dev/null", "--wrap", "true")
+    try:
+        chunks = {0: ["a"], 1: ["b", "c"], 2: ["d"]}
+        gone = "999999"  # long purged or never existed: in neither squeue nor (here) sacct
+        jobs = [gen_entry(gone, [0, 1]),
+                {"stage": "gen", "executor": "slurm", "job_id": held, "tasks": {}, "chunks": [2]}]
+        run_folder = make_run(tmp_path, chunks, jobs, gpus=2)
+        make_done(tmp_path / "outputs", "a")
+        hour_ago = time.time() - 3600
+        write_record(run_folder, 0, ["a"], state="finished", done=["a"], started_at=hour_ago,
+                     updated_at=hour_ago + 1800)
+        write_record(run_folder, 1, ["b", "c"], state="running", current="b", done=["c"])
+
+        only_squeue = tmp_path / "bin"
+        only_squeue.mkdir()
+        (only_squeue / "squeue").symlink_to(run(["which", "squeue"]).strip())
+        monkeypatch.setenv("PATH", str(only_squeue))
+        status = monitor.collect_status(run_folder.path)
+
+        assert status["sacct"] is False and "not found" in status["sacct_error"]
+        by_index = {c["index"]: c for c in status["chunks"]}
+        assert by_index[0]["state"] == "completed"  # from its record
+        assert by_index[1]["state"] == "unknown" and "sacct is unavailable" in by_index[1]["reason"]
+        assert by_index[1]["unverified"] == ["c"] and by_index[1]["done"] == 0
+        assert (by_index[2]["job_id"], by_index[2]["state"], by_index[2]["reason"]) == \
+            (held, "pending", "JobHeldUser")
+        # GPU time from the finished chunk's record: 1800 s x 2 GPUs.
+        assert status["totals"]["gpu_hours"] == pytest.approx(1.0, abs=0.01)
+        assert "sacct unavailable" in monitor.render_status(status)
+    finally:
+        monkeypatch.undo()
+        scancel_quietly(held)
+
+
+def test_cancel_run_ends_every_stage_and_releases_only_its_claims(slurm_cluster, tmp_path):
+    master = sbatch("--array=0-1", "-o", "/dev/null", "--wrap", "sleep 300")
+    report = sbatch("--dependency=afterany:" + master, "-o", "/dev/null", "--wrap", "true")
+    try:
+        chunks = {0: ["s0"], 1: ["s1"]}
+        run_folder = make_run(tmp_path, chunks, [
+            gen_entry(master, [0, 1]),
+            {"stage": "report", "executor": "slurm", "job_id": report, "tasks": {}}])
+        outputs = tmp_path / "outputs"
+        book = ClaimBook(outputs / ".wmsub" / "claims")
+        assert book.claim("s0", {"job_id": f"{master}_0"}) and book.claim("s1", {"job_id": f"{master}_1"})
+        assert book.claim("other-run", {"job_id": "999999_3"})
+        make_done(outputs, "finished")
+        temp_of_killed_writer = outputs / ".s0.mp4.4242.tmp"
+        temp_of_killed_writer.write_bytes(b"partial")
+
+        result = monitor.cancel_run(run_folder.path)
+
+        assert result["still_queued"] == [] and result["scancel_rc"] == 0
+        assert [r for r in squeue_rows(master) + squeue_rows(report)
+                if sq.normalize_state(r.state) in sq.ACTIVE_STATES] == []
+        assert sorted(result["released_claims"]) == ["s0", "s1"]
+        assert sorted(p.name for p in book.dir.glob("*.claim")) == ["other-run.claim"]
+        assert (outputs / "finished.mp4").exists() and temp_of_killed_writer.exists()
+        after = wait_for(lambda: (lambda s: s if all(c["state"] == "cancelled" for c in s["chunks"])
+                                  else None)(monitor.collect_status(run_folder.path)),
+                         60, "both chunks shown cancelled")
+        assert after["finished"] and after["report"]["state"] == "cancelled"
+    finally:
+        scancel_quietly(master, report)
+
+
+def test_status_of_350_instances_in_35_chunks_answers_within_2_seconds(slurm_cluster, tmp_path):
+    master = sbatch("--hold", "--array=0-34", "-o", "/dev/null", "--wrap", "true")
+    try:
+        chunks = {i: [f"{i:02d}-{k}.{k}" for k in range(10)] for i in range(35)}
+        # relative output.dir: resolved against the folder holding logs/
+        run_folder = make_run(tmp_path, chunks, [gen_entry(master, list(range(35)))],
+                              output_dir="outputs")
+        now = time.time()
+        outputs = tmp_path / "outputs"
+        for i, stems in chunks.items():
+            finished = stems[:9] if i < 30 else stems[:6]  # 270 + 30 = 300 done
+            for stem in finished:
+                make_done(outputs, stem)
+            # one video every 4 minutes per chunk, the newest just now: 15 per chunk in the
+            # last hour at most, but only the ones listed here count
+            videos = [{"stem": s, "seconds": 90.0, "s_per_step": 1.5,
+                       "finished_at": now - 240 * (len(finished) - k)} for k, s in enumerate(finished)]
+            write_record(run_folder, i, stems, done=finished, videos=videos,
+                         started_at=now - 7200, current=stems[len(finished)])
+        in_last_hour = sum(1 for i, stems in chunks.items()
+                           for k in range(9 if i < 30 else 6)
+                           if 240 * ((9 if i < 30 else 6) - k) <= 3600)
+
+        started = time.perf_counter()
+        status = monitor.collect_status(run_folder.path, now=now)
+        collect_s = time.perf_counter() - started
+        text = monitor.render_status(status)
+        total_s = time.perf_counter() - started
+        print(json.dumps({"benchmark": "status_350_instances_35_chunks",
+                          "collect_s": round(collect_s, 3), "collect_and_render_s": round(total_s, 3)}))
+
+        assert total_s < 2.0
+        assert status["output_dir"] == str(outputs)
+        assert (status["totals"]["done"], status["totals"]["total"]) == (300, 350)
+        assert [c["done"] for c in status["chunks"]] == [9] * 30 + [6] * 5
+        assert all(c["state"] == "pending" and c["reason"] == "JobHeldUser" for c in status["chunks"])
+        assert status["totals"]["videos_per_hour"] == pytest.approx(in_last_hour, rel=0.01)
+        assert status["totals"]["eta_s"] == pytest.approx(50 * 3600 / in_last_hour, rel=0.01)
+        assert text.count("\n") >= 35 + 4
+    finally:
+        scancel_quietly(master)
