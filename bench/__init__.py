@@ -1,0 +1,1 @@
+"""Benchmark scripts (not tests): each prints JSON and asserts nothing about time."""
