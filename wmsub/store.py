@@ -53,7 +53,7 @@ class SettingsMismatch(ValueError):
         if not lines:
             lines = [f"fingerprint: {old_fp} -> {new_fp}"]
         super().__init__(
-            f"{out_dir} holds videos made with other settings "
+            f"{out_dir} belongs to other generation settings "
             f"(fingerprint {old_fp}, this run {new_fp}):\n  " + "\n  ".join(lines) +
             "\nfix: pick a new output.dir for these settings, or pass "
             "output.allow_settings_mismatch=true to regenerate every video in this folder "
