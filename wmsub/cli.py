@@ -93,7 +93,9 @@ def _plan_or_exit(cfg):
 
 def _plan_json(plan) -> dict:
     data = plan.to_json()
-    data["stems"] = [i.stem for i in plan.instances] if hasattr(plan, "instances") else []
+    instances = list(getattr(plan, "instances", []))
+    data["stems"] = [i.stem for i in instances]
+    data["domains"] = {i.stem: i.domain for i in instances}
     return data
 
 
@@ -116,6 +118,13 @@ def cmd_run(args) -> int:
     if plan is None:
         return 1
     print(format_plan(plan, cfg))
+    if cfg.judge.enabled:
+        from .judge import JudgeError, check_judge_setup
+        try:
+            check_judge_setup(cfg, Path(path))
+        except JudgeError as e:
+            print(f"judge stage refused; nothing was submitted.\n{e}", file=sys.stderr)
+            return 1
     if args.dry_run:
         run = RunFolder(Path(cfg.run.logs_dir).resolve() / "DRY-RUN")
         print("\n# sbatch script for the generation array:\n")
@@ -137,7 +146,7 @@ def cmd_run(args) -> int:
     if kind == "slurm":
         print(f"or:         squeue -j {entry['job_id']} -r")
     if args.wait or kind == "local":
-        return _wait(run, jobs)
+        return _wait(run, jobs, kind)
     return 0
 
 
@@ -156,19 +165,20 @@ def cmd_resubmit(args) -> int:
     print(f"run {run.name}: resubmitted {n} instance(s) in {len(workers)} chunk(s), job {entry['job_id']}")
     if cfg.judge.enabled and kind == "slurm":
         submission.submit_judge_and_report(cfg, run, entry["job_id"])
-    return _wait(run, jobs) if args.wait or kind == "local" else 0
+    return _wait(run, jobs, kind) if args.wait or kind == "local" else 0
 
 
-def _wait(run, jobs) -> int:
+def _wait(run, jobs, kind: str) -> int:
     """Wait for the generation jobs, then show the run (local runs always wait: their
     processes belong to this session)."""
     from . import submission
     from .monitor import collect_status, render_status
     print("waiting for the generation jobs ...", flush=True)
-    states = submission.wait_for_jobs(jobs)
-    print(render_status(collect_status(run.path)))
-    failed = [s for s in states if s not in ("COMPLETED", "FINISHED", "DONE")]
-    return 1 if failed else 0
+    submission.wait_for_jobs(jobs, kind)
+    status = collect_status(run.path)
+    print(render_status(status))
+    totals = status.get("totals", {})
+    return 0 if totals.get("done") == totals.get("total") else 1
 
 
 def cmd_status(args) -> int:

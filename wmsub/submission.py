@@ -6,6 +6,7 @@ Runs on a login node: no torch here. The chunk worker is pickled by reference
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -103,11 +104,21 @@ def submit_generation(cfg: Config, run: RunFolder, workers: list[ChunkWorker], k
     return entry, jobs
 
 
-def wait_for_jobs(jobs, poll_s: float = 3.0) -> list[str]:
-    """Block until every job ends; returns their final states (submitit's view)."""
-    while not all(j.done() for j in jobs):
+def wait_for_jobs(jobs, kind: str, poll_s: float = 3.0) -> None:
+    """Block until every job has left the queue (requeues included)."""
+    if kind == "local":
+        while not all(j.done() for j in jobs):
+            time.sleep(poll_s)
+        return
+    # squeue, not sacct: a requeued task is back in the queue, and it answers without
+    # the accounting database
+    ids = sorted({j.job_id.split("_")[0] for j in jobs})
+    while True:
+        out = subprocess.run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i"],
+                             capture_output=True, text=True)
+        if out.returncode == 0 and not out.stdout.strip():
+            return
         time.sleep(poll_s)
-    return [j.state for j in jobs]
 
 
 def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list[dict]:
@@ -118,8 +129,8 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list
     """
     from . import judge  # judge/report need no torch either
 
-    stems = run.load_plan().get("stems", [])
-    judge.write_shards_file(run.path, cfg, stems)
+    plan = run.load_plan()
+    judge.write_shards_file(run.path, cfg, plan.get("stems", []), plan.get("domains") or None)
     entries = []
     dep = f"afterany:{after_job}" if after_job else None
     ex = _single_gpu_executor(cfg, run, "judge", 1, cfg.judge.time_min, dep)
