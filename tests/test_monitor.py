@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -233,8 +234,12 @@ def test_cancel_run_ends_every_stage_and_releases_only_its_claims(slurm_cluster,
         assert book.claim("s0", {"job_id": f"{master}_0"}) and book.claim("s1", {"job_id": f"{master}_1"})
         assert book.claim("other-run", {"job_id": "999999_3"})
         make_done(outputs, "finished")
-        temp_of_killed_writer = outputs / ".s0.mp4.4242.tmp"
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        temp_of_killed_writer = outputs / f".s0.mp4.{dead.pid}.tmp"
         temp_of_killed_writer.write_bytes(b"partial")
+        temp_of_live_writer = outputs / f".other-run.mp4.{os.getpid()}.tmp"
+        temp_of_live_writer.write_bytes(b"partial")
 
         result = monitor.cancel_run(run_folder.path)
 
@@ -243,7 +248,10 @@ def test_cancel_run_ends_every_stage_and_releases_only_its_claims(slurm_cluster,
                 if sq.normalize_state(r.state) in sq.ACTIVE_STATES] == []
         assert sorted(result["released_claims"]) == ["s0", "s1"]
         assert sorted(p.name for p in book.dir.glob("*.claim")) == ["other-run.claim"]
-        assert (outputs / "finished.mp4").exists() and temp_of_killed_writer.exists()
+        assert (outputs / "finished.mp4").exists()
+        assert (outputs / ".wmsub" / "records" / "finished.json").exists()
+        assert result["removed_temps"] == [temp_of_killed_writer.name]
+        assert temp_of_live_writer.exists()
         after = wait_for(lambda: (lambda s: s if all(c["state"] == "cancelled" for c in s["chunks"])
                                   else None)(monitor.collect_status(run_folder.path)),
                          60, "both chunks shown cancelled")

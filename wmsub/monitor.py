@@ -28,6 +28,13 @@ _RECORD_STATE = {"finished": "completed", "finished_with_failures": "completed",
 
 # ---- reading the run folder ------------------------------------------------------------
 
+def _load_config(run: RunFolder):
+    if not (run.path / "config.yaml").is_file():
+        raise FileNotFoundError(f"{run.path} is not a wmsub run folder: it has no config.yaml "
+                                f"(run folders are logs/<run-name>/; see logs/LATEST)")
+    return run.load_config()
+
+
 def output_dir(cfg, run_dir: Path) -> Path:
     """The run's output folder. A relative `output.dir` is relative to where the run was
     launched: the folder holding `logs/`, or else the current directory."""
@@ -124,7 +131,7 @@ def _job_view(job_id: str, entry: dict, queue: dict, acct: dict, record: dict | 
         return {"state": record_state, "reason": why, "slurm_state": "", "restarts": restarts,
                 "elapsed_s": None}
     why = ("not in squeue, and sacct is unavailable" if not sacct_ok
-           else "neither squeue nor sacct knows this job")
+           else "not found by squeue or sacct")
     return {"state": "unknown", "reason": why, "slurm_state": "", "restarts": restarts,
             "elapsed_s": None}
 
@@ -163,7 +170,7 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
     """Everything `status` shows, as one JSON-able dict (see docs/MONITOR.md)."""
     run = RunFolder(Path(run_dir).resolve())
     now = time.time() if now is None else now
-    cfg = run.load_config()
+    cfg = _load_config(run)
     plan, jobs = run.load_plan(), run.jobs()
     outputs = output_dir(cfg, run.path)
     store_meta = outputs / ".wmsub"
@@ -295,16 +302,20 @@ def render_status(status: dict, width: int = 100) -> str:
     t = status["totals"]
     pct = 100.0 * t["done"] / t["total"] if t["total"] else 0.0
     lines = [f"run {status['run']}   outputs {status['output_dir']}",
-             f"{_bar(t['done'], t['total'], max(10, min(50, width - 50)))} {t['done']}/{t['total']} "
+             f"{_bar(t['done'], t['total'], max(10, min(40, width - 64)))} {t['done']}/{t['total']} "
              f"({pct:.0f}%)  {t['videos_per_hour']:.1f} videos/h  ETA {_hms(t['eta_s'])}  "
              f"GPU-hours {t['gpu_hours']:.2f}"]
     if not status["sacct"]:
         lines.append(f"sacct unavailable ({status['sacct_error']}): states from squeue and the outputs")
     if status.get("squeue_error"):
         lines.append(f"squeue failed: {status['squeue_error']}")
-    lines.append(f"{'chunk':>5}  {'job':<12} {'state':<30} {'rst':>3}  {'done':>7}  current")
+    counts: dict[str, int] = {}
     for c in status["chunks"]:
-        lines.append(f"{c['index']:>5}  {c['job_id'] or '-':<12} {_state_text(c)[:30]:<30} "
+        counts[c["state"]] = counts.get(c["state"], 0) + 1
+    lines.append(f"chunks: {', '.join(f'{n} {state}' for state, n in counts.items())}")
+    lines.append(f"{'chunk':>5}  {'job':<12} {'state':<34} {'rst':>3}  {'done':>7}  current")
+    for c in status["chunks"]:
+        lines.append(f"{c['index']:>5}  {c['job_id'] or '-':<12} {_state_text(c)[:34]:<34} "
                      f"{c['restarts']:>3}  {c['done']:>3}/{c['total']:<3}  {c['current'] or ''}")
     judge, report = status["judge"], status["report"]
     judge_jobs = ", ".join(f"{j['job_id']} {_state_text(j)}" for j in judge["jobs"])
@@ -363,11 +374,12 @@ def cancel_run(run_dir: Path, *, wait_s: float = CANCEL_WAIT_S, poll_s: float = 
     """scancel every job of the run (all stages, pending dependents too), wait until squeue
     lists none of them, then release the output claims those jobs held.
 
-    Finished videos and sidecars are never touched; a killed writer's temp file stays for
-    the store's scan to clean. Claims of other runs (other job ids) are left alone.
+    Finished videos and sidecars are never touched; temp files of killed writers are
+    removed by the store's rule (no live writer, no live claim). Claims of other runs
+    (other job ids) are left alone.
     """
     run = RunFolder(Path(run_dir).resolve())
-    cfg = run.load_config()
+    cfg = _load_config(run)
     jobs = run.jobs()
     slurm_ids = list(dict.fromkeys(str(e["job_id"]) for e in jobs
                                    if e.get("job_id") and e.get("executor", "slurm") == "slurm"))
@@ -384,11 +396,25 @@ def cancel_run(run_dir: Path, *, wait_s: float = CANCEL_WAIT_S, poll_s: float = 
         if not remaining or time.monotonic() - started > wait_s:
             break
         time.sleep(poll_s)
-    released = ([] if remaining else
-                release_claims(output_dir(cfg, run.path), run_job_ids, set(slurm_ids), cfg))
+    released, removed_temps = [], []
+    if not remaining:  # a job still queued may still write: leave its claims and temps alone
+        outputs = output_dir(cfg, run.path)
+        released = release_claims(outputs, run_job_ids, set(slurm_ids), cfg)
+        removed_temps = _remove_stale_temps(outputs, cfg)
     return {"run": run.name, "job_ids": slurm_ids, "scancel_rc": rc, "scancel_error": err or None,
             "waited_s": round(time.monotonic() - started, 1), "still_queued": remaining,
-            "released_claims": released}
+            "released_claims": released, "removed_temps": removed_temps}
+
+
+def _remove_stale_temps(outputs: Path, cfg) -> list[str]:
+    """The store's own rule: a temp goes only when no live writer or live claim owns it."""
+    from .config import settings_fingerprint
+    from .store import OutputStore
+    if not outputs.is_dir():
+        return []
+    fingerprint, settings = settings_fingerprint(cfg)
+    store = OutputStore(outputs, fingerprint, settings, None, claim_ttl_s=cfg.output.claim_ttl_s)
+    return store.remove_stale_temps()
 
 
 def release_claims(outputs: Path, job_ids: set[str], masters: set[str] = frozenset(),
