@@ -28,6 +28,7 @@ import json
 import os
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,8 +242,14 @@ class OutputStore:
         result = ScanResult(removed_temps=self.remove_stale_temps())
         failures = self.failures()
         live = self.claims.live_claims()
-        for stem in stems:
-            state, reason = self.check(stem, verify)
+        stems = list(stems)
+        if verify == "decode" and len(stems) > 1:
+            # each decode is one ffmpeg process: run them side by side
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                checks = list(pool.map(lambda s: self.check(s, verify), stems))
+        else:
+            checks = [self.check(s, verify) for s in stems]
+        for stem, (state, reason) in zip(stems, checks):
             if state == "done":
                 result.done.append(stem)
                 continue
