@@ -5,7 +5,7 @@
 #   bash slurm/devcluster.sh up | status | down [--purge]
 #
 # WMSUB_CLUSTER_DIR   the cluster folder (default <repo>/.devcluster)
-# WMSUB_CLUSTER_*     settings read once, on the first `up` of a folder (see write_settings)
+# WMSUB_CLUSTER_*     ports and timings, read on every `up` (see load_settings)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -59,6 +59,12 @@ running_pid() {
     echo "$pid"
 }
 
+# Slurm's database clients can exit 0 after printing "Connection refused".
+quietly_succeeds() {
+    local err
+    err=$("$@" 2>&1 >/dev/null) && [[ -z $err ]]
+}
+
 wait_until() {  # wait_until SECONDS WHAT LOGFILE COMMAND...
     local limit=$1 what=$2 logf=$3 deadline
     shift 3
@@ -91,22 +97,24 @@ install_packages() {
     return 0
 }
 
-# Settings are fixed when a folder is first brought up, so later `up`s render the same files.
-write_settings() {
-    local file=$DIR/etc/settings.env
-    [[ -f $file ]] && return 0
-    umask 077
-    cat >"$file" <<EOF
-SLURMCTLD_PORT=${WMSUB_CLUSTER_SLURMCTLD_PORT:-6817}
-SLURMD_PORT=${WMSUB_CLUSTER_SLURMD_PORT:-6818}
-SLURMDBD_PORT=${WMSUB_CLUSTER_SLURMDBD_PORT:-6819}
-DB_PORT=${WMSUB_CLUSTER_DB_PORT:-3306}
-DB_PASS=$(head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')
-CRED_EXPIRE=${WMSUB_CLUSTER_CRED_EXPIRE:-10}
-GRACE_TIME=${WMSUB_CLUSTER_GRACE_TIME:-10}
-KILL_WAIT=${WMSUB_CLUSTER_KILL_WAIT:-5}
-EOF
-    umask 022
+# Ports and timings come from the environment (or these defaults) on every `up`; only the
+# database password is generated once per folder and kept.
+load_settings() {
+    SLURMCTLD_PORT=${WMSUB_CLUSTER_SLURMCTLD_PORT:-6817}
+    SLURMD_PORT=${WMSUB_CLUSTER_SLURMD_PORT:-6818}
+    SLURMDBD_PORT=${WMSUB_CLUSTER_SLURMDBD_PORT:-6819}
+    DB_PORT=${WMSUB_CLUSTER_DB_PORT:-3306}
+    # Requeued jobs wait cred_expire + 1 s (slurm/README.md); Slurm's minimum is 5.
+    CRED_EXPIRE=${WMSUB_CLUSTER_CRED_EXPIRE:-10}
+    # 0 sends the job's signal together with SIGTERM, which kills submitit's
+    # `scontrol requeue`; jobs that requeue themselves leave at once anyway.
+    GRACE_TIME=${WMSUB_CLUSTER_GRACE_TIME:-5}
+    KILL_WAIT=${WMSUB_CLUSTER_KILL_WAIT:-5}
+    local secret=$DIR/etc/db_password
+    if [[ ! -s $secret ]]; then
+        (umask 077 && head -c 18 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' >"$secret")
+    fi
+    DB_PASS=$(cat "$secret")
 }
 
 render() {  # render TEMPLATE OUTPUT MODE: replace only when the text changed
@@ -129,14 +137,15 @@ render() {  # render TEMPLATE OUTPUT MODE: replace only when the text changed
 prepare_folder() {
     mkdir -p "$DIR"/{etc,state,spool/slurmd,run,log,dev,munge,mysql}
     chmod 755 "$DIR"
-    write_settings
-    # shellcheck disable=SC1091
-    source "$DIR/etc/settings.env"
+    load_settings
     CONFIG_CHANGED=0
     render slurm.conf.tmpl "$DIR/etc/slurm.conf" 644
     render gres.conf.tmpl "$DIR/etc/gres.conf" 644
+    SLURM_CONFIG_CHANGED=$CONFIG_CHANGED
+    CONFIG_CHANGED=0
     render slurmdbd.conf.tmpl "$DIR/etc/slurmdbd.conf" 600
     render my.cnf.tmpl "$DIR/etc/my.cnf" 644
+    DB_CONFIG_CHANGED=$CONFIG_CHANGED
     local i
     for i in 0 1 2 3; do
         [[ -c $DIR/dev/nvidia$i ]] || mknod "$DIR/dev/nvidia$i" c 1 3
@@ -192,9 +201,14 @@ start_mariadb() {
     setsid mariadbd --defaults-file="$DIR/etc/my.cnf" </dev/null >>"$DIR/mysql/mariadbd.out" 2>&1 &
     wait_until 60 mariadbd "$(log_file mariadbd)" mariadb-admin --defaults-file="$DIR/etc/my.cnf" ping
     wait_until 10 "mariadbd pid file" "$(log_file mariadbd)" running_pid mariadbd
+}
+
+# Every `up`: the password in slurmdbd.conf is the one the database holds.
+ensure_db_user() {
     local user
     for user in "'slurm'@'127.0.0.1'" "'slurm'@'localhost'"; do
         mariadb_client -e "CREATE USER IF NOT EXISTS $user IDENTIFIED BY '$DB_PASS';
+            ALTER USER $user IDENTIFIED BY '$DB_PASS';
             GRANT ALL ON slurm_acct_db.* TO $user;" ||
             die "could not create the slurm database user" "$(log_file mariadbd)"
     done
@@ -204,7 +218,7 @@ start_slurmdbd() {
     running_pid slurmdbd >/dev/null && return 0
     # slurmdbd finds slurmdbd.conf next to $SLURM_CONF.
     slurmdbd || die "slurmdbd failed to start" "$(log_file slurmdbd)"
-    wait_until 60 slurmdbd "$(log_file slurmdbd)" sacctmgr -n show cluster
+    wait_until 60 slurmdbd "$(log_file slurmdbd)" quietly_succeeds sacctmgr -n show cluster
 }
 
 register_accounts() {
@@ -244,7 +258,7 @@ wait_for_node() {
         ((SECONDS < deadline)) || die "node localhost is '$state', not idle: $(sinfo -h -R)" "$(log_file slurmd)"
         sleep 0.5
     done
-    wait_until 30 sacct "$(log_file slurmdbd)" sacct -n -X -S now-1minutes
+    wait_until 30 sacct "$(log_file slurmdbd)" quietly_succeeds sacct -n -X -S now-1minutes
 }
 
 cmd_up() {
@@ -253,12 +267,23 @@ cmd_up() {
     DIR=$(absolute_dir "$DIR")
     prepare_folder
     export SLURM_CONF=$DIR/etc/slurm.conf
-    if ((CONFIG_CHANGED)) && running_pid slurmctld >/dev/null; then
-        log "config files changed while daemons run: 'devcluster.sh down && devcluster.sh up' applies them"
+    if ((SLURM_CONFIG_CHANGED)) && running_pid slurmctld >/dev/null; then
+        log "slurm.conf changed: scontrol reconfigure (new ports need 'down' then 'up')"
+        scontrol reconfigure || die "scontrol reconfigure failed" "$(log_file slurmctld)"
+    fi
+    if ((DB_CONFIG_CHANGED)); then
+        local name pid
+        for name in slurmdbd mariadbd; do
+            if pid=$(running_pid "$name"); then
+                log "slurmdbd.conf or my.cnf changed: restarting $name"
+                stop_pid "$name" "$pid"
+            fi
+        done
     fi
     local started=$SECONDS
     start_munged
     start_mariadb
+    ensure_db_user
     start_slurmdbd
     register_accounts
     start_slurmctld

@@ -46,7 +46,8 @@ LOW_JOB = """\
 events={events}
 echo "start restart=${{SLURM_RESTART_COUNT:-0}}" >> "$events"
 if [[ ${{SLURM_RESTART_COUNT:-0}} -ge 1 ]]; then echo finish >> "$events"; exit 0; fi
-trap 'echo usr2 >> "$events"' USR2
+# Like submitit: on the preemption signal, note it and requeue ourselves.
+trap 'echo usr2 >> "$events"; scontrol requeue "$SLURM_JOB_ID"' USR2
 echo waiting >> "$events"
 for _ in $(seq 1500); do sleep 0.2; done
 echo never-preempted >> "$events"
