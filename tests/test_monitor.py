@@ -88,6 +88,17 @@ def test_slurm_words_normalize_to_the_monitor_states():
     assert sq.expand_job_id("12_7") == ["12_7"]
 
 
+def test_a_relative_output_dir_is_found_from_the_run_folder_not_the_current_dir(tmp_path, monkeypatch):
+    cfg = Config()
+    cfg.output.dir, cfg.run.logs_dir = "videos/out", "work/logs"
+    (tmp_path / "videos" / "out").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "videos")
+    run_dir = tmp_path / "work" / "logs" / "run-x"
+    assert monitor.output_dir(cfg, run_dir) == tmp_path / "videos" / "out"
+    cfg.output.dir = str(tmp_path / "elsewhere")
+    assert monitor.output_dir(cfg, run_dir) == tmp_path / "elsewhere"
+
+
 def test_a_resubmitted_chunk_is_shown_with_its_newest_job():
     jobs = [gen_entry("100", [0, 1, 2]),
             {"stage": "gen", "job_id": "200", "tasks": {"2": "200_0"}, "chunks": [2]},

@@ -37,11 +37,16 @@ def _load_config(run: RunFolder):
 
 def output_dir(cfg, run_dir: Path) -> Path:
     """The run's output folder. A relative `output.dir` is relative to where the run was
-    launched: the folder holding `logs/`, or else the current directory."""
+    launched; with a relative `run.logs_dir` that place is known from the run folder's own
+    path (<launch dir>/<logs_dir>/<run name>), otherwise it is taken to be here."""
     configured = Path(cfg.output.dir)
     if configured.is_absolute():
         return configured
-    candidates = [run_dir.parent.parent / configured, Path.cwd() / configured]
+    candidates = [Path.cwd() / configured]
+    logs = Path(cfg.run.logs_dir)
+    if not logs.is_absolute() and ".." not in logs.parts:
+        launch_dir = Path(run_dir).resolve().parents[len(logs.parts)]
+        candidates.insert(0, launch_dir / configured)
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
@@ -159,8 +164,10 @@ def _stage(run_dir: Path, jobs: list[dict], stage: str, queue, acct, sacct_ok) -
     views = []
     for key, (job_id, entry) in sorted(tasks.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else 0):
         view = _job_view(job_id, entry, queue, acct, None, sacct_ok)
-        views.append({"task": key, "job_id": job_id, **view,
-                      "log": str(log_paths(run_dir, job_id)[0])})
+        err_log, out_log = log_paths(run_dir, job_id)
+        views.append({"task": key, "job_id": job_id, **view, "log": str(err_log)})
+        if view["state"] in ("failed", "timeout", "cancelled"):
+            views[-1]["log_tail"] = _tail(err_log) or _tail(out_log)
     return {"state": _stage_state([v["state"] for v in views]), "jobs": views}
 
 
@@ -339,6 +346,12 @@ def render_status(status: dict, width: int = 100) -> str:
         if c.get("log_tail"):
             lines.append(f"   last lines of {c['log']}:")
             lines.extend(f"   | {line}" for line in c["log_tail"])
+    for name in ("judge", "report"):
+        for j in status[name]["jobs"]:
+            if j.get("log_tail"):
+                lines.append(f"-- {name} {j['job_id']}: {_state_text(j)}")
+                lines.append(f"   last lines of {j['log']}:")
+                lines.extend(f"   | {line}" for line in j["log_tail"])
     lines.append(f"same jobs in Slurm: {status['squeue_cmd']}")
     return "\n".join(_fit(line, width) for line in lines)
 
