@@ -91,6 +91,22 @@ def cpu_context(context):
     return [u.float() for u in context]
 
 
+def sp_attention_fp32_output_on_cpu() -> None:
+    # sp_attn_forward casts q/k/v to bf16 before Ulysses attention and feeds the bf16
+    # result to the fp32 output Linear, relying on CUDA autocast to cast. Off CUDA we
+    # upcast that result (lossless), as the non-SP flash_attention returns q's fp32 dtype.
+    seq = wan_module("distributed.sequence_parallel")
+    original = seq.distributed_attention
+    if getattr(original, "__wmsub_fp32__", False):
+        return
+
+    def distributed_attention(*args, **kwargs):
+        return original(*args, **kwargs).float()
+
+    distributed_attention.__wmsub_fp32__ = True
+    seq.distributed_attention = distributed_attention
+
+
 def wan_version() -> str:
     try:
         from importlib.metadata import version

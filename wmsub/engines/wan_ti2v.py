@@ -24,7 +24,8 @@ from PIL import Image
 
 from . import checkpoint as ckpt_mod
 from .parallel import DistContext
-from .shims import cpu_context, current_attention, install_attention, wan_module, wan_version
+from .shims import (cpu_context, current_attention, install_attention,
+                    sp_attention_fp32_output_on_cpu, wan_module, wan_version)
 
 
 # ---- helpers copied from wan.utils.utils / torchvision (no CPU torchvision here) ----
@@ -105,7 +106,7 @@ class WanTI2VEngine:
         self.ctx = ctx
         self.device = ctx.device
         self.last_timings: dict = {}
-        self.speedups: list[str] = []
+        self.speedups: list | dict = []
         self.wan_cfg = ckpt_mod.ti2v_config()
         self.num_train_timesteps = self.wan_cfg.num_train_timesteps
         self.param_dtype = self.wan_cfg.param_dtype
@@ -135,13 +136,17 @@ class WanTI2VEngine:
         sp = self.mode == "sp"
         if sp:
             fsdp = wan_module("distributed.fsdp")
-            device_id = self.device.index if self.device.type == "cuda" else None
+            device_id = self.device.index if self.device.type == "cuda" else torch.device("cpu")
             t5_shard = partial(fsdp.shard_model, device_id=device_id)
             # The seed's FSDP keeps bf16 params (MixedPrecision) under CUDA autocast. CPU
             # has no CUDA autocast, so bf16 params would meet fp32 activations; there we
             # keep fp32 params, which is what `none` computes on CPU.
-            dit_param_dtype = self.param_dtype if self.device.type == "cuda" else torch.float32
-            dit_shard = partial(fsdp.shard_model, device_id=device_id, param_dtype=dit_param_dtype)
+            on_cuda = self.device.type == "cuda"
+            dit_param_dtype = self.param_dtype if on_cuda else torch.float32
+            # FSDP1 refuses sync_module_states with CPU params; every rank loaded the same
+            # checkpoint, so the broadcast it skips would copy equal values.
+            dit_shard = partial(fsdp.shard_model, device_id=device_id, param_dtype=dit_param_dtype,
+                                sync_module_states=on_cuda)
         self.text_encoder = ckpt_mod.load_text_encoder(ckpt, self.wan_cfg, dims,
                                                        shard_fn=t5_shard if sp else None)
         self._t5_on_device = sp  # FSDP moved it to the device already
@@ -150,6 +155,8 @@ class WanTI2VEngine:
         model.eval().requires_grad_(False)
         if sp:
             seq = wan_module("distributed.sequence_parallel")
+            if self.device.type != "cuda":
+                sp_attention_fp32_output_on_cpu()
             for block in model.blocks:
                 block.self_attn.forward = types.MethodType(seq.sp_attn_forward, block.self_attn)
             model.forward = types.MethodType(seq.sp_dit_forward, model)
@@ -172,10 +179,12 @@ class WanTI2VEngine:
             return  # no fast path installed: the exact computation runs
         result = fast.apply_speedups(self.model, self.gen)
         if isinstance(result, tuple):
-            self.model, names = result
+            result, names = result
             self.speedups = [str(n) for n in names]
-        elif result is not None:
+        if result is not None:
             self.model = result
+        if hasattr(fast, "speedups_applied"):
+            self.speedups = fast.speedups_applied(self.model)
         self.attention = current_attention()
 
     # ---- public API ----
@@ -184,7 +193,7 @@ class WanTI2VEngine:
         return {
             "engine": "wmsub.wan_ti2v",
             "wan": wan_version(),
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),
             "attention": self.attention,
             "parallel": self.mode,
             "group_size": self.ctx.group_size,
@@ -193,7 +202,7 @@ class WanTI2VEngine:
             "t5_dtype": str(self.wan_cfg.t5_dtype).replace("torch.", ""),
             "vae_dtype": self.gen.vae_dtype,
             "exact": self.gen.exact,
-            "speedups": list(self.speedups),
+            "speedups": self.speedups,
         }
 
     def generate(self, instance):
