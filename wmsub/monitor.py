@@ -232,6 +232,7 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
     judge = _stage(run.path, jobs, "judge", queue, acct, sacct_ok)
     judge["results"] = sorted(str(p) for p in (run.path / "judge").glob("shard-*/result.json"))
     judge["shards"] = len(judge["jobs"]) or cfg.judge.shards
+    judge["enabled"] = cfg.judge.enabled
     report = _stage(run.path, jobs, "report", queue, acct, sacct_ok)
     report_md = run.path / "report" / "report.md"
     report["present"] = report_md.exists()
@@ -325,12 +326,15 @@ def render_status(status: dict, width: int = 100) -> str:
         lines.append(f"{c['index']:>5}  {c['job_id'] or '-':<12} {_state_text(c)[:34]:<34} "
                      f"{c['restarts']:>3}  {c['done']:>3}/{c['total']:<3}  {c['current'] or ''}")
     judge, report = status["judge"], status["report"]
-    judge_jobs = ", ".join(f"{j['job_id']} {_state_text(j)}" for j in judge["jobs"])
-    lines.append(f"judge:  {judge['state']}  results {len(judge['results'])}/{judge['shards']}"
-                 + (f"  [{judge_jobs}]" if judge_jobs else ""))
-    report_jobs = ", ".join(f"{j['job_id']} {_state_text(j)}" for j in report["jobs"])
-    lines.append(f"report: {report['state']}  report.md {'present' if report['present'] else 'missing'}"
-                 + (f"  [{report_jobs}]" if report_jobs else ""))
+    if judge["jobs"] or judge.get("enabled", True) or judge["results"]:
+        judge_jobs = ", ".join(f"{j['job_id']} {_state_text(j)}" for j in judge["jobs"])
+        lines.append(f"judge:  {judge['state']}  results {len(judge['results'])}/{judge['shards']}"
+                     + (f"  [{judge_jobs}]" if judge_jobs else ""))
+        report_jobs = ", ".join(f"{j['job_id']} {_state_text(j)}" for j in report["jobs"])
+        lines.append(f"report: {report['state']}  report.md {'present' if report['present'] else 'missing'}"
+                     + (f"  [{report_jobs}]" if report_jobs else ""))
+    else:
+        lines.append("judge and report: not part of this run (judge.enabled is false)")
     for c in status["chunks"]:
         missing = c["total"] - c["done"] if c["state"] == "completed" else 0
         if not (c["failed"] or c.get("error") or c.get("log_tail") or c.get("unverified") or missing):
