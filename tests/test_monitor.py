@@ -198,13 +198,17 @@ def test_status_tracks_a_real_array_and_explains_its_failed_chunk(slurm_cluster,
 
 
 def test_status_without_sacct_uses_squeue_and_the_records(slurm_cluster, tmp_path, monkeypatch):
-    held = sbatch("--hold", "-o", "/dev/null", "--wrap", "true")
+    held = sbatch("--hold", "--array=0-1", "-o", "/dev/null", "--wrap", "true")
     try:
-        chunks = {0: ["a"], 1: ["b", "c"], 2: ["d"]}
+        chunks = {0: ["a"], 1: ["b", "c"], 2: ["d"], 3: ["e"]}
         gone = "999999"  # long purged or never existed: in neither squeue nor (here) sacct
-        jobs = [gen_entry(gone, [0, 1]),
-                {"stage": "gen", "executor": "slurm", "job_id": held, "tasks": {}, "chunks": [2]}]
+        # chunks 2 and 3 were resubmitted as tasks of `held`: the newest entry wins
+        jobs = [gen_entry(gone, [0, 1, 2, 3]),
+                {"stage": "gen", "executor": "slurm", "job_id": held,
+                 "tasks": {"2": f"{held}_0", "3": f"{held}_1"}, "chunks": [2, 3]}]
         run_folder = make_run(tmp_path, chunks, jobs, gpus=2)
+        write_record(run_folder, 3, ["e"], job_id=f"{gone}_3", state="failed", restarts=4,
+                     failed={"e": "NaN in latents"}, error="RuntimeError: old job died")
         make_done(tmp_path / "outputs", "a")
         hour_ago = time.time() - 3600
         write_record(run_folder, 0, ["a"], state="finished", done=["a"], started_at=hour_ago,
@@ -222,8 +226,11 @@ def test_status_without_sacct_uses_squeue_and_the_records(slurm_cluster, tmp_pat
         assert by_index[0]["state"] == "completed"  # from its record
         assert by_index[1]["state"] == "unknown" and "sacct is unavailable" in by_index[1]["reason"]
         assert by_index[1]["unverified"] == ["c"] and by_index[1]["done"] == 0
-        assert (by_index[2]["job_id"], by_index[2]["state"], by_index[2]["reason"]) == \
-            (held, "pending", "JobHeldUser")
+        assert [(by_index[i]["job_id"], by_index[i]["state"], by_index[i]["reason"]) for i in (2, 3)] == \
+            [(f"{held}_0", "pending", "JobHeldUser"), (f"{held}_1", "pending", "JobHeldUser")]
+        # the old job's record: its failure stays visible, its state/restarts/error do not
+        assert (by_index[3]["restarts"], by_index[3]["error"]) == (0, None)
+        assert by_index[3]["failed"] == {"e": "NaN in latents"}
         # GPU time from the finished chunk's record: 1800 s x 2 GPUs.
         assert status["totals"]["gpu_hours"] == pytest.approx(1.0, abs=0.01)
         assert "sacct unavailable" in monitor.render_status(status)

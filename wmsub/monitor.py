@@ -199,11 +199,17 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
             records.append(record)
         stems = plan_chunks.get(index) or list((record or {}).get("stems") or [])
         job_id, entry = chunk_jobs.get(index, ("", {}))
-        view = (_job_view(job_id, entry, queue, acct, record, sacct_ok) if job_id else
+        # After a resubmit the record still speaks for the old job until the new one starts:
+        # its state, restarts, current stem and error are not the new job's.
+        if record and record.get("job_id") and job_id and record["job_id"] != job_id:
+            job_record = None
+        else:
+            job_record = record
+        view = (_job_view(job_id, entry, queue, acct, job_record, sacct_ok) if job_id else
                 {"state": "not submitted", "reason": "", "slurm_state": "", "restarts": 0,
                  "elapsed_s": None})
-        if view["elapsed_s"] is None and record and record.get("started_at"):
-            view["elapsed_s"] = int(max(0.0, record.get("updated_at", now) - record["started_at"]))
+        if view["elapsed_s"] is None and job_record and job_record.get("started_at"):
+            view["elapsed_s"] = int(max(0.0, job_record.get("updated_at", now) - job_record["started_at"]))
             view["elapsed_from"] = "record"
         active = view["state"] in sq.ACTIVE_STATES
         failed = {s: r for s, r in ((record or {}).get("failed") or {}).items() if s not in done_stems}
@@ -215,9 +221,9 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
         chunk = {
             "index": index, "job_id": job_id, **view,
             "done": sum(s in done_stems for s in stems), "total": len(stems),
-            "current": (record or {}).get("current") if active else None,
-            "failed": failed, "error": (record or {}).get("error"),
-            "record_state": (record or {}).get("state"),
+            "current": (job_record or {}).get("current") if active else None,
+            "failed": failed, "error": (job_record or {}).get("error"),
+            "record_state": (record or {}).get("state"), "record_job_id": (record or {}).get("job_id"),
             "unverified": [s for s in (record or {}).get("done") or [] if s not in done_stems],
             "log": str(err_log) if err_log else None,
         }
