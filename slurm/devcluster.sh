@@ -265,6 +265,7 @@ cmd_up() {
     [[ $(id -u) -eq 0 ]] || die "devcluster.sh must run as root (it starts munged, MariaDB and Slurm daemons)"
     install_packages
     DIR=$(absolute_dir "$DIR")
+    lock_cluster
     prepare_folder
     export SLURM_CONF=$DIR/etc/slurm.conf
     if ((SLURM_CONFIG_CHANGED)) && running_pid slurmctld >/dev/null; then
@@ -312,12 +313,31 @@ cmd_status() {
     return $all_up
 }
 
-# slurmstepd processes of this cluster keep a socket open in our spool folder.
+# slurmstepd processes of this cluster run in our log folder with slurmd.log open.
 our_stepd_pids() {
-    local pid
+    local pid link
     for pid in $(pgrep -x slurmstepd || true); do
-        if ls -l "/proc/$pid/fd" 2>/dev/null | grep -qF "$DIR/"; then echo "$pid"; fi
+        for link in "/proc/$pid/cwd" "/proc/$pid"/fd/*; do
+            if [[ $(readlink "$link" 2>/dev/null) == "$DIR/"* ]]; then
+                echo "$pid"
+                break
+            fi
+        done
     done
+}
+
+descendants() {  # all processes below a pid, from one ps snapshot
+    ps -eo pid=,ppid= | awk -v root="$1" '
+        { parent[$1] = $2 }
+        END { for (p in parent) { q = parent[p]
+                  while (q > 1) { if (q == root) { print p; break } q = parent[q] } } }'
+}
+
+# Concurrent `up`s (parallel test sessions) must not render or start things twice.
+lock_cluster() {
+    mkdir -p "$DIR/run"
+    exec 9>"$DIR/run/devcluster.lock"
+    flock -w 600 9 || die "another devcluster.sh kept $DIR/run/devcluster.lock for 10 minutes"
 }
 
 stop_pid() {  # stop_pid NAME PID: TERM, wait, then KILL
@@ -339,6 +359,7 @@ cmd_down() {
         return 0
     fi
     DIR=$(cd "$DIR" && pwd)
+    lock_cluster
     export SLURM_CONF=$DIR/etc/slurm.conf
     local name pid
     if running_pid slurmctld >/dev/null; then
@@ -348,7 +369,10 @@ cmd_down() {
         if [[ -n $jobs ]]; then
             # shellcheck disable=SC2086
             scancel $jobs >/dev/null 2>&1 || true
-            sleep 1
+            local deadline=$((SECONDS + ${WMSUB_CLUSTER_KILL_WAIT:-5} + 10))
+            while [[ -n $(squeue -h -t R,CG,S -o %i 2>/dev/null) ]] && ((SECONDS < deadline)); do
+                sleep 0.5
+            done
         fi
     fi
     for name in slurmd slurmctld slurmdbd mariadbd munged; do
@@ -357,9 +381,9 @@ cmd_down() {
         fi
     done
     for pid in $(our_stepd_pids); do
-        # Tasks are children of their stepd: take them down with it.
-        pkill -KILL -P "$pid" 2>/dev/null || true
-        kill -KILL "$pid" 2>/dev/null || true
+        # A stepd that outlived its slurmd: end it and every process of its job.
+        # shellcheck disable=SC2046
+        kill -KILL "$pid" $(descendants "$pid") 2>/dev/null || true
     done
     rm -f "$DIR"/run/*.pid "$DIR/munge/munged.pid"
     if ((purge)); then
