@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -381,7 +382,8 @@ def watch(run_dir: Path, interval_s: float = 5, *, stream=None, use_sacct: bool 
     try:
         while True:
             status = collect_status(run_dir, use_sacct=use_sacct)
-            stream.write("\x1b[H\x1b[2J" + render_status(status) + "\n")
+            width = shutil.get_terminal_size((100, 40)).columns
+            stream.write("\x1b[H\x1b[2J" + render_status(status, width=width) + "\n")
             stream.flush()
             if status["finished"]:
                 return status
@@ -424,7 +426,9 @@ def cancel_run(run_dir: Path, *, wait_s: float = CANCEL_WAIT_S, poll_s: float = 
         outputs = output_dir(cfg, run.path)
         released = release_claims(outputs, run_job_ids, set(slurm_ids), cfg)
         removed_temps = _remove_stale_temps(outputs, cfg)
+    local = [str(e.get("job_id")) for e in jobs if e.get("executor", "slurm") != "slurm"]
     return {"run": run.name, "job_ids": slurm_ids, "scancel_rc": rc, "scancel_error": err or None,
+            "not_cancelled_local_jobs": local,
             "waited_s": round(time.monotonic() - started, 1), "still_queued": remaining,
             "released_claims": released, "removed_temps": removed_temps}
 
