@@ -152,6 +152,11 @@ prepare_folder() {
     done
     chown munge:munge "$DIR/munge" && chmod 755 "$DIR/munge"
     chown mysql:mysql "$DIR/mysql" && chmod 755 "$DIR/mysql"
+    local user
+    for user in munge mysql; do
+        runuser -u "$user" -- test -x "$DIR/$user" ||
+            die "user $user cannot reach $DIR: a parent folder is not searchable by others (e.g. /root is 700). Run 'chmod o+x' on the parents or set WMSUB_CLUSTER_DIR to a folder such as /var/tmp/wmsub-devcluster"
+    done
     install_client_conf
 }
 
