@@ -186,7 +186,14 @@ def test_status_tracks_a_real_array_and_explains_its_failed_chunk(slurm_cluster,
         assert failed["failed"] == {"s5": "CUDA error: out of memory"}
         assert failed["log"] == str(logs / f"{master}_2_0_log.err")
         assert failed["log_tail"] == ["boom-task-2"]
-        assert done["judge"]["state"] == "completed"
+        assert done["judge"]["state"] == "completed" and done["judge"]["results"] == []
+        (run_folder.path / "judge" / "shard-0").mkdir(parents=True)
+        (run_folder.path / "judge" / "shard-0" / "result.json").write_text("{}")
+        (run_folder.path / "report").mkdir()
+        (run_folder.path / "report" / "report.md").write_text("# report\n")
+        done = monitor.collect_status(run_folder.path)
+        assert done["judge"]["results"] == [str(run_folder.path / "judge" / "shard-0" / "result.json")]
+        assert done["report"]["present"] and done["report"]["state"] == "not submitted"
         assert done["totals"]["gpu_hours"] > 0 and done["totals"]["failed"] == 5
         text = monitor.render_status(done)
         for expected in ("boom-task-2", "CUDA error: out of memory", "engine died",
@@ -310,6 +317,11 @@ def test_status_of_350_instances_in_35_chunks_answers_within_2_seconds(slurm_clu
                           "collect_s": round(collect_s, 3), "collect_and_render_s": round(total_s, 3)}))
 
         assert total_s < 2.0
+        assert {"run", "chunks", "judge", "report", "totals", "sacct", "squeue_cmd"} <= set(status)
+        assert {"index", "job_id", "state", "reason", "restarts", "done", "total", "current",
+                "failed", "log"} <= set(status["chunks"][0])
+        assert {"done", "total", "videos_per_hour", "eta_s", "gpu_hours"} <= set(status["totals"])
+        assert json.loads(json.dumps(status)) == status
         assert status["output_dir"] == str(outputs)
         assert (status["totals"]["done"], status["totals"]["total"]) == (300, 350)
         assert [c["done"] for c in status["chunks"]] == [9] * 30 + [6] * 5
