@@ -46,6 +46,15 @@ log_file() {
     esac
 }
 
+# A zombie still passes `kill -0`, and a container's init may be slow to reap it.
+alive() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat:0:1} != Z ]]
+}
+
 # Prints the daemon's pid if its pid file names a live process of that program.
 # The /proc comm check keeps a recycled pid from passing for our daemon.
 running_pid() {
@@ -53,7 +62,7 @@ running_pid() {
     file=$(pid_file "$1")
     [[ -s $file ]] || return 1
     pid=$(tr -dc '0-9' <"$file")
-    [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 1
+    [[ -n $pid ]] && alive "$pid" || return 1
     comm=$(cat "/proc/$pid/comm" 2>/dev/null || true)
     [[ $comm == "$1"* ]] || return 1
     echo "$pid"
@@ -88,13 +97,12 @@ install_packages() {
     if [[ ! -e $policy ]]; then
         printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && added_policy=1
     fi
-    local install=(apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}")
+    local install=(apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}") rc=0
     if ! "${install[@]}" >/dev/null 2>&1; then
-        apt-get update -qq
-        "${install[@]}" >/dev/null
+        { apt-get update -qq && "${install[@]}" >/dev/null; } || rc=$?
     fi
     ((added_policy)) && rm -f "$policy"
-    return 0
+    ((rc == 0)) || die "apt-get could not install ${PACKAGES[*]} (exit $rc)"
 }
 
 # Ports and timings come from the environment (or these defaults) on every `up`; only the
@@ -268,9 +276,9 @@ wait_for_node() {
 
 cmd_up() {
     [[ $(id -u) -eq 0 ]] || die "devcluster.sh must run as root (it starts munged, MariaDB and Slurm daemons)"
-    install_packages
     DIR=$(absolute_dir "$DIR")
     lock_cluster
+    install_packages
     prepare_folder
     export SLURM_CONF=$DIR/etc/slurm.conf
     if ((SLURM_CONFIG_CHANGED)) && running_pid slurmctld >/dev/null; then
@@ -349,7 +357,7 @@ stop_pid() {  # stop_pid NAME PID: TERM, wait, then KILL
     local i
     kill -TERM "$2" 2>/dev/null || return 0
     for ((i = 0; i < 100; i++)); do
-        kill -0 "$2" 2>/dev/null || return 0
+        alive "$2" || return 0
         sleep 0.1
     done
     log "$1 (pid $2) ignored SIGTERM for 10s; sending SIGKILL"
