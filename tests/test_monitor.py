@@ -111,6 +111,9 @@ def test_watch_redraws_in_place_until_the_run_has_ended(tmp_path):
     """A local-executor run: no Slurm call at all; the record finishing ends the watch."""
     chunks = {0: ["a", "b"]}
     run_folder = make_run(tmp_path, chunks, [gen_entry("4242", [0], executor="local")])
+    plan = run_folder.load_plan()
+    run_folder.save_plan({**plan, "stems": plan["stems"] + ["gave-up"],
+                          "failed_stems": {"gave-up": "CUDA error"}})
     write_record(run_folder, 0, chunks[0], state="running", current="a")
 
     class FinishAfterFirstFrame(io.StringIO):
@@ -130,7 +133,9 @@ def test_watch_redraws_in_place_until_the_run_has_ended(tmp_path):
     assert screen.frames == 2
     assert "running" in screen.getvalue() and "2/2" in screen.getvalue()
     assert final["finished"] and final["chunks"][0]["state"] == "completed"
-    assert final["totals"]["done"] == 2 and final["totals"]["failed"] == 0
+    assert (final["totals"]["done"], final["totals"]["total"], final["totals"]["failed"]) == (2, 3, 0)
+    assert final["totals"]["plan_failed"] == ["gave-up"]
+    assert "failed output.max_attempts times before: 1 (gave-up)" in screen.getvalue()
 
 
 # ---- against the dev cluster ---------------------------------------------------------------------

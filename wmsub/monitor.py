@@ -279,7 +279,10 @@ def _totals(cfg, plan, chunks, records, jobs, acct, done_stems, now) -> dict:
     gpu_s += sum(c["elapsed_s"] or 0 for c in chunks if c["job_id"] not in counted)
     failed = sum(c["total"] - c["done"] for c in chunks
                  if c["state"] not in sq.ACTIVE_STATES and c["state"] != "not submitted")
+    # Stems the planner left out because they already failed output.max_attempts times.
+    plan_failed = plan.get("failed_stems") if isinstance(plan.get("failed_stems"), dict) else {}
     return {"done": done, "total": total, "failed": failed,
+            "plan_failed": sorted(s for s in plan_failed if s not in done_stems),
             "videos_per_hour": round(rate, 2), "eta_s": None if eta is None else round(eta),
             "gpu_hours": round(gpu_s * cfg.slurm.gpus_per_job / 3600.0, 3),
             "failed_chunks": sum(c["state"] in ("failed", "timeout", "cancelled") for c in chunks)}
@@ -324,6 +327,9 @@ def render_status(status: dict, width: int = 100) -> str:
         lines.append(f"sacct unavailable ({status['sacct_error']}): states from squeue and the outputs")
     if status.get("squeue_error"):
         lines.append(f"squeue failed: {status['squeue_error']}")
+    if t.get("plan_failed"):
+        lines.append(f"not planned, failed output.max_attempts times before: {len(t['plan_failed'])} "
+                     f"({', '.join(t['plan_failed'][:5])}{', ...' if len(t['plan_failed']) > 5 else ''})")
     counts: dict[str, int] = {}
     for c in status["chunks"]:
         counts[c["state"]] = counts.get(c["state"], 0) + 1
