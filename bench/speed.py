@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 if __package__ in (None, ""):  # `python bench/speed.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -35,15 +36,24 @@ REAL_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48
 TINY_DIT = dict(REAL_DIT, dim=128, ffn_dim=256, freq_dim=32, text_dim=64, num_heads=2,
                 num_layers=2, text_len=32)
 
-# name -> (fast blocks, compile, attention kernel, cond+uncond as one batch-2 forward)
+def _variant(fast_blocks=False, compiled=False, attention="cudnn", batch2=False, qkv=False,
+             contiguous=False):
+    return dict(fast_blocks=fast_blocks, compile=compiled, attention=attention, batch2=batch2,
+                qkv=qkv, contiguous=contiguous)
+
+
 VARIANTS = {
-    "official_flash": (False, False, "flash", False),    # the seed's stand-in (no flash_attn)
-    "official_cudnn": (False, False, "cudnn", False),
-    "official_compile": (False, True, "cudnn", False),   # GUIDE's 1.28 s anchor
-    "fast_eager": (True, False, "cudnn", False),
-    "fast_compile_flash": (True, True, "flash", False),
-    "fast_compile": (True, True, "cudnn", False),
-    "fast_compile_b2": (True, True, "cudnn", True),
+    "official_flash": _variant(attention="flash"),  # the seed's stand-in (no flash_attn)
+    "official_cudnn": _variant(),
+    "official_compile": _variant(compiled=True),     # GUIDE's 1.28 s anchor
+    "fast_eager": _variant(fast_blocks=True),
+    "fast_compile_flash": _variant(fast_blocks=True, compiled=True, attention="flash"),
+    "fast_compile": _variant(fast_blocks=True, compiled=True),
+    "fast_compile_b2": _variant(fast_blocks=True, compiled=True, batch2=True),
+    "fast_compile_qkv": _variant(fast_blocks=True, compiled=True, qkv=True),
+    "fast_compile_bhld": _variant(fast_blocks=True, compiled=True, contiguous=True),
+    "fast_compile_qkv_bhld": _variant(fast_blocks=True, compiled=True, qkv=True,
+                                      contiguous=True),
 }
 QUICK = ("official_flash", "official_cudnn", "fast_eager", "fast_compile")
 REFERENCE = "official_flash"
@@ -103,22 +113,26 @@ def per_token_timestep(inputs, t):
 
 
 def configure(model, variant):
-    fast_blocks, compiled, kernel, _ = VARIANTS[variant]
+    spec = VARIANTS[variant]
     fast.restore_official(model)
     device = next(model.parameters()).device
-    kernel = fast.resolve_kernel(kernel, device)
+    kernel = fast.resolve_kernel(spec["attention"], device)
     install_attention(kernel)
-    if fast_blocks:
+    if spec["fast_blocks"]:
         fast.apply_attention_kernel(model, kernel)
         fast.apply_fast_blocks(model)
-    if compiled:
+        if spec["qkv"]:
+            fast.apply_fused_qkv(model)
+        if spec["contiguous"]:
+            fast.apply_contiguous_attention(model)
+    if spec["compile"]:
         fast.apply_compile(model)
     return kernel
 
 
 def guided(model, variant, x, timestep, inputs, guide_scale=5.0):
     """One denoising step's DiT work: cond + uncond forwards and the CFG mix."""
-    batch2 = VARIANTS[variant][3]
+    batch2 = VARIANTS[variant]["batch2"]
     device = x.device
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16,
                         enabled=device.type == "cuda"), torch.no_grad():
@@ -160,9 +174,97 @@ def bench_step(model, variant, inputs, steps, flops_step):
     return dict(
         attention=kernel, s_per_step=med, steps_timed=[round(x, 4) for x in times],
         tflops=flops_step / med / 1e12, first_step_s=first,
-        compile_s=max(first - med, 0.0) if VARIANTS[variant][1] else 0.0,
+        compile_s=max(first - med, 0.0) if VARIANTS[variant]["compile"] else 0.0,
         peak_gb=(torch.cuda.max_memory_allocated(device) / 2**30
                  if device.type == "cuda" else None)), cond.float().cpu()
+
+
+# --------------------------------------------------------------------------------------
+# kernel micro-benchmarks and a per-category profile of one step
+# --------------------------------------------------------------------------------------
+
+def _time_ms(fn, reps=10):
+    fn()
+    if not torch.cuda.is_available():
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / reps
+    start = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    end = [torch.cuda.Event(enable_timing=True) for _ in range(reps)]
+    for a, b in zip(start, end):
+        a.record()
+        fn()
+        b.record()
+    torch.cuda.synchronize()
+    return statistics.median(a.elapsed_time(b) for a, b in zip(start, end))
+
+
+def micro(dims, tokens, device) -> dict:
+    """Attention kernels and the block's GEMMs alone, at the real shape."""
+    from torch.nn.attention import sdpa_kernel
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    n, d, c, ffn = dims["num_heads"], dims["dim"] // dims["num_heads"], dims["dim"], dims["ffn_dim"]
+    res = {"attention": {}, "gemm": {}}
+    q, k, v = (torch.randn(1, tokens, n, d, device=device, dtype=dtype) for _ in range(3))
+    flop = 4 * tokens * tokens * d * n
+    for kernel in (["cudnn", "flash", "efficient"] if device.type == "cuda" else ["math"]):
+        for layout in ("blhd_view", "bhld_contiguous"):
+            qt, kt, vt = (u.transpose(1, 2) for u in (q, k, v))
+            if layout == "bhld_contiguous":
+                qt, kt, vt = qt.contiguous(), kt.contiguous(), vt.contiguous()
+
+            def run():
+                with sdpa_kernel([fast._sdpa_backend(kernel)]):
+                    F.scaled_dot_product_attention(qt, kt, vt)
+            try:
+                ms = _time_ms(run)
+                res["attention"][f"{kernel}_{layout}"] = {"ms": ms, "tflops": flop / ms / 1e9}
+            except RuntimeError as e:
+                res["attention"][f"{kernel}_{layout}"] = {"error": str(e)[:160]}
+    x = torch.randn(tokens, c, device=device, dtype=dtype)
+    h = torch.randn(tokens, ffn, device=device, dtype=dtype)
+    for name, inp, out_f in (("c_to_c", x, c), ("c_to_3c_qkv", x, 3 * c),
+                             ("c_to_ffn", x, ffn), ("ffn_to_c", h, c)):
+        w = torch.randn(out_f, inp.size(1), device=device, dtype=dtype) * 0.02
+        b = torch.zeros(out_f, device=device, dtype=dtype)
+        ms = _time_ms(lambda: F.linear(inp, w, b))
+        res["gemm"][name] = {"ms": ms, "tflops": 2 * tokens * inp.size(1) * out_f / ms / 1e9}
+    return res
+
+
+def _category(name: str) -> str:
+    low = name.lower()
+    if any(s in low for s in ("fmha", "flash", "cudnn", "attention", "sdpa", "fprop")):
+        return "attention"
+    if any(s in low for s in ("gemm", "nvjet", "cutlass", "sm90_xmma", "matmul", "cublas")):
+        return "gemm"
+    if "triton" in low:
+        return "fused_elementwise"
+    return "other"
+
+
+def profile_step(model, variant, inputs) -> dict:
+    from torch.profiler import ProfilerActivity, profile
+    configure(model, variant)
+    device = inputs["noise"].device
+    timestep = per_token_timestep(inputs, torch.tensor(900.0, device=device))
+    guided(model, variant, inputs["noise"], timestep, inputs)
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        guided(model, variant, inputs["noise"], timestep, inputs)
+        sync(device)
+    cats, kernels = {}, []
+    for ev in prof.key_averages():
+        t = getattr(ev, "device_time_total", None) or getattr(ev, "cuda_time_total", 0)
+        if device.type != "cuda" or not t or ev.key.startswith(("aten::", "cuda", "Torch", "## ")):
+            continue
+        cats[_category(ev.key)] = cats.get(_category(ev.key), 0.0) + t / 1e6
+        kernels.append((t / 1e6, ev.count, ev.key[:110]))
+    kernels.sort(reverse=True)
+    return {"variant": variant, "seconds_by_category": cats,
+            "top_kernels": [{"s": round(t, 4), "calls": c, "name": k} for t, c, k in kernels[:14]]}
 
 
 # --------------------------------------------------------------------------------------
@@ -387,6 +489,8 @@ def parse_args(argv=None):
                    help="N-step trajectories of the reference and the recommended variant")
     p.add_argument("--fidelity-variants", default=f"{REFERENCE},{RECOMMENDED},official_cudnn")
     p.add_argument("--no-step", action="store_true", help="skip the step benchmark")
+    p.add_argument("--micro", action="store_true", help="attention and GEMM kernels alone")
+    p.add_argument("--profile", default="", help="comma list of variants to profile one step of")
     p.add_argument("--video", action="store_true", help="whole video + chunk start via the engine")
     p.add_argument("--videos", type=int, default=2, help="videos in the fast chunk (first compiles)")
     p.add_argument("--video-steps", type=int, default=50)
@@ -428,12 +532,18 @@ def main(argv=None) -> int:
         if args.out:
             Path(args.out).write_text(json.dumps(result, indent=1))
 
-    if not args.no_step or args.fidelity_steps:
+    need_model = not args.no_step or args.fidelity_steps or args.micro or args.profile
+    if need_model:
         model = build_model(dims, device, torch.bfloat16 if device.type == "cuda" else torch.float32)
         inputs = make_inputs(dims, args.frames, args.height, args.width, device)
         fwd = fast.forward_flops(inputs["seq_len"], dims["dim"], dims["ffn_dim"],
                                  dims["num_layers"], dims["text_len"])
         result["shape"].update(tokens=inputs["seq_len"], tflop_per_step=2 * fwd / 1e12)
+    if args.micro:
+        log("micro-benchmarks")
+        result["micro"] = micro(dims, inputs["seq_len"], device)
+        log(json.dumps(result["micro"]))
+        emit()
     if not args.no_step:
         names = [v for v in args.variants.split(",") if v] or (
             list(QUICK) if args.quick else list(VARIANTS))
@@ -453,6 +563,13 @@ def main(argv=None) -> int:
             for name, out in outputs.items():
                 result["variants"][name]["forward_rel_err_vs_" + REFERENCE] = rel_err(out, ref)
         emit()
+    if args.profile:
+        result["profile"] = {}
+        for name in args.profile.split(","):
+            log(f"profile: {name}")
+            result["profile"][name] = profile_step(model, name, inputs)
+            log(json.dumps(result["profile"][name]))
+            emit()
     if args.fidelity_steps:
         fid = {"steps": args.fidelity_steps, "trajectories": {}}
         latents = {}
@@ -466,7 +583,7 @@ def main(argv=None) -> int:
             result["fidelity"] = fid
             emit()
     if args.video:
-        if not args.no_step or args.fidelity_steps:
+        if need_model:
             del model
             if device.type == "cuda":
                 torch.cuda.empty_cache()

@@ -51,17 +51,20 @@ def _sdpa_backend(kernel: str):
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[kernel]
 
 
-def attention_bhld(q, k, v, kernel: str, mask=None):
+def attention_bhld(q, k, v, kernel: str, mask=None, contiguous: bool = False):
     """Attention on [B, L, N, D] bf16 tensors with exactly one kernel; returns [B, L, N, D].
 
     The official blocks call flash_attention with [B, L, N, D]; SDPA wants [B, N, L, D]:
-    the transposes are views, the kernels take the strides as they are.
+    the transposes are views that the kernels take as they are, or (`contiguous`) real
+    [B, N, L, D] copies, which a compiled block writes from the RoPE kernel for free.
     """
     if kernel in SDPA_KERNELS:
         from torch.nn.attention import sdpa_kernel
+        q, k, v = (u.transpose(1, 2) for u in (q, k, v))
+        if contiguous:
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         with sdpa_kernel([_sdpa_backend(kernel)]):
-            out = F.scaled_dot_product_attention(
-                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return out.transpose(1, 2)
     # flash3 / flash2 (when installed) and kernels registered with the shims dispatcher
     from wmsub.engines.shims import make_flash_attention
@@ -111,16 +114,19 @@ def rope_apply_real(x, cos, sin):
     return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
 
 
-def _fast_self_attention(attn, x, rope_cos, rope_sin, key_mask, kernel):
+def _fast_self_attention(attn, x, rope_cos, rope_sin, key_mask, kernel, contiguous=False):
     b, s, n, d = *x.shape[:2], attn.num_heads, attn.head_dim
-    q = attn.norm_q(attn.q(x)).view(b, s, n, d)
-    k = attn.norm_k(attn.k(x)).view(b, s, n, d)
-    v = attn.v(x).view(b, s, n, d)
+    if "wmsub_qkv_weight" in attn._buffers:  # one GEMM for q, k, v (apply_fused_qkv)
+        q, k, v = F.linear(x, attn.wmsub_qkv_weight, attn.wmsub_qkv_bias).chunk(3, dim=-1)
+        q, k = attn.norm_q(q), attn.norm_k(k)
+    else:
+        q, k, v = attn.norm_q(attn.q(x)), attn.norm_k(attn.k(x)), attn.v(x)
+    q, k, v = q.view(b, s, n, d), k.view(b, s, n, d), v.reshape(b, s, n, d)
     # flash_attention casts fp32 to bf16 only when the input is not already half
     half = v.dtype if v.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
     q = rope_apply_real(q, rope_cos, rope_sin).to(half)
     k = rope_apply_real(k, rope_cos, rope_sin).to(half)
-    out = attention_bhld(q, k, v.to(half), kernel, key_mask)
+    out = attention_bhld(q, k, v.to(half), kernel, key_mask, contiguous)
     # the official flash_attention returns q's dtype, fp32 after RoPE
     return attn.o(out.float().flatten(2))
 
@@ -136,7 +142,7 @@ def _fast_cross_attention(attn, x, context, kernel):
 
 
 def fast_block_forward(self, x, mod_table, mod_index, rope_cos, rope_sin, key_mask,
-                       context, kernel):
+                       context, kernel, contiguous=False):
     """One WanAttentionBlock, official dtype flow, per-token modulation gathered.
 
     mod_table [U, 6, C] fp32: time projection of the U distinct timesteps;
@@ -149,7 +155,7 @@ def fast_block_forward(self, x, mod_table, mod_index, rope_cos, rope_sin, key_ma
 
     y = _fast_self_attention(
         self.self_attn, self.norm1(x).float() * (1 + scale_msa) + shift_msa,
-        rope_cos, rope_sin, key_mask, kernel)
+        rope_cos, rope_sin, key_mask, kernel, contiguous)
     x = x + y.float() * gate_msa
     x = x + _fast_cross_attention(self.cross_attn, self.norm3(x), context, kernel)
     y = self.ffn(self.norm2(x).float() * (1 + scale_mlp) + shift_mlp)
@@ -200,8 +206,10 @@ def fast_model_forward(self, x, t, context, seq_len, y=None):
         keys = torch.arange(seq_len)
         key_mask = (keys[None, :] < seq_lens[:, None]).view(-1, 1, 1, seq_len).to(device)
     kernel = getattr(self, "_wmsub_attention", "math" if device.type != "cuda" else "cudnn")
+    contiguous = bool(getattr(self, "_wmsub_contiguous_attention", False))
     for block in self.blocks:
-        x = block(x, mod_table, mod_index, rope_cos, rope_sin, key_mask, context, kernel)
+        x = block(x, mod_table, mod_index, rope_cos, rope_sin, key_mask, context, kernel,
+                  contiguous)
 
     x = self.head(x, emb_table, mod_index)
     return [u.float() for u in self.unpatchify(x, grid_sizes)]
@@ -224,6 +232,28 @@ def apply_fast_blocks(model):
     for block in model.blocks:
         block.forward = types.MethodType(fast_block_forward, block)
     model._wmsub_fast_blocks = True
+    return model
+
+
+def apply_fused_qkv(model):
+    """One [3C, C] GEMM for the self-attention q, k, v instead of three [C, C] ones.
+
+    Concatenating the weights is exact (each output column is the same dot product).
+    Costs one more copy of those weights; the originals stay for restore_official.
+    """
+    for block in model.blocks:
+        attn = block.self_attn
+        weight = torch.cat([attn.q.weight, attn.k.weight, attn.v.weight])
+        bias = torch.cat([attn.q.bias, attn.k.bias, attn.v.bias])
+        # buffers, not plain attributes: compiled blocks then share one graph
+        attn.register_buffer("wmsub_qkv_weight", weight, persistent=False)
+        attn.register_buffer("wmsub_qkv_bias", bias, persistent=False)
+    return model
+
+
+def apply_contiguous_attention(model):
+    """Feed SDPA [B, N, L, D]-contiguous q, k, v (written by the fused RoPE kernel)."""
+    model._wmsub_contiguous_attention = True
     return model
 
 
@@ -274,9 +304,12 @@ def restore_official(model):
     for module in [model, model.head, *model.blocks]:
         module.__dict__.pop("forward", None)
     for block in model.blocks:
+        for name in ("wmsub_qkv_weight", "wmsub_qkv_bias"):
+            block.self_attn._buffers.pop(name, None)
+    for block in model.blocks:
         block._compiled_call_impl = None
     for attr in ("_wmsub_fast_blocks", "_wmsub_compiled", "_wmsub_attention",
-                 "_wmsub_rope_cache"):
+                 "_wmsub_rope_cache", "_wmsub_contiguous_attention"):
         model.__dict__.pop(attr, None)
     return model
 
