@@ -34,15 +34,20 @@ def frames(n=FRAMES, w=64, h=48, shade=0) -> np.ndarray:
 
 def test_write_video_then_done_with_sidecar(tmp_path):
     store = make_store(tmp_path / "out")
-    record = {"seed": 42, "engine": {"name": "wan_ti2v"}, "timings": {"steps_s": 1.5},
-              "bytes": -1}  # a caller cannot forge the store's own fields
+    class Dtype:  # like torch.bfloat16 in an engine fingerprint: not JSON by itself
+        def __str__(self):
+            return "torch.bfloat16"
+
+    record = {"seed": 42, "engine": {"name": "wan_ti2v", "dtype": Dtype()},
+              "timings": {"steps_s": 1.5}, "bytes": -1}  # a caller cannot forge the store's fields
     path = store.write_video("000000007259.2", frames(), 24, record)
     assert path == tmp_path / "out" / "000000007259.2.mp4"
     sidecar = json.loads((tmp_path / "out/.wmsub/records/000000007259.2.json").read_text())
     assert sidecar["bytes"] == path.stat().st_size
     assert (sidecar["fingerprint"], sidecar["frames"], sidecar["width"], sidecar["height"],
             sidecar["fps"]) == ("fp-one", FRAMES, 64, 48, 24)
-    assert sidecar["seed"] == 42 and sidecar["engine"] == {"name": "wan_ti2v"}
+    assert sidecar["seed"] == 42
+    assert sidecar["engine"] == {"name": "wan_ti2v", "dtype": "torch.bfloat16"}
     assert len(sidecar["sha256"]) == 64 and sidecar["written_at"] > 0
     assert store.is_done("000000007259.2") and store.is_done("000000007259.2", verify="decode")
     assert not store.is_done("other")

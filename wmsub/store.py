@@ -127,6 +127,11 @@ class OutputStore:
             self._settings_checked = True
             return []
         old = _read_json(path)
+        for _ in range(10):  # a concurrent first writer may still be filling it in
+            if old is not None:
+                break
+            time.sleep(0.1)
+            old = _read_json(path)
         if old is None or "fingerprint" not in old:
             raise ValueError(f"{path}: unreadable settings file — fix: restore it, or move the "
                              "folder aside and start a new output.dir")
@@ -405,7 +410,8 @@ def _fsync_dir(path: Path) -> None:
 def _write_temp_json(path: Path, data: dict) -> Path:
     temp = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}.tmp")
     with open(temp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, ensure_ascii=False)
+        # default=str: an engine fingerprint holding e.g. a torch dtype must not cost a video
+        json.dump(data, f, indent=1, ensure_ascii=False, default=str)
         f.flush()
         os.fsync(f.fileno())
     return temp
@@ -422,10 +428,20 @@ def _create_exclusive_json(path: Path, data: dict) -> bool:
     """Create `path` with `data` only if it does not exist; False if someone else did."""
     temp = _write_temp_json(path, data)
     try:
-        os.link(temp, path)
+        os.link(temp, path)  # complete content the moment the name exists
         return True
     except FileExistsError:
         return False
+    except OSError:  # a filesystem without hard links: O_EXCL, with a brief empty window
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(temp.read_bytes())
+            f.flush()
+            os.fsync(f.fileno())
+        return True
     finally:
         temp.unlink(missing_ok=True)
 
