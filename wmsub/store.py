@@ -39,9 +39,6 @@ from wmsub.claims import Claim, ClaimBook, default_job_id, pid_alive, this_host
 
 VERIFY_MODES = ("cheap", "decode")
 _TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.mp4\.(?P<pid>\d+)\.tmp$")
-# Keys the store writes into each sidecar; a caller's `record` cannot override them.
-RESERVED_RECORD_KEYS = ("stem", "fingerprint", "settings", "width", "height", "frames", "fps",
-                        "bytes", "sha256", "written_at", "host", "pid")
 
 
 class SettingsMismatch(ValueError):
@@ -187,7 +184,7 @@ class OutputStore:
             if final.exists():
                 self.quarantine(stem, "replaced by a new write")
             sidecar = dict(record or {})
-            sidecar.update({
+            sidecar.update({  # the store's own fields win over a caller's
                 "stem": stem, "fingerprint": self.fingerprint, "settings": self.settings,
                 "width": width, "height": height, "frames": n_frames, "fps": fps,
                 "bytes": size, "sha256": digest, "written_at": time.time(),
