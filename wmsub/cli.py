@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import ConfigError, absolutize_paths, load_config
 
 DEFAULT_CONFIG = "configs/wan22_ti2v_5b.yaml"
 COMMANDS = ("run", "plan", "status", "cancel", "resubmit", "report")
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _load(args):
     path = args.config or DEFAULT_CONFIG
-    return load_config(path, args.overrides), path
+    return absolutize_paths(load_config(path, args.overrides)), path
 
 
 def _plan_or_exit(cfg):

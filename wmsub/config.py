@@ -339,3 +339,17 @@ def settings_fingerprint(cfg: Config) -> tuple[str, dict]:
     settings["generate.negative_prompt"] = cfg.negative_prompt
     blob = json.dumps(settings, sort_keys=True, ensure_ascii=False).encode()
     return hashlib.sha256(blob).hexdigest()[:16], settings
+
+
+PATH_KEYS = ("run.logs_dir", "bench.root", "output.dir", "model.checkpoint_dir")
+
+
+def absolutize_paths(cfg: Config, base: Path | None = None) -> Config:
+    """Make path keys absolute, so a saved run config means the same on a compute node."""
+    base = Path(base or Path.cwd())
+    for key in PATH_KEYS:
+        section, name = key.split(".", 1)
+        value = getattr(getattr(cfg, section), name)
+        if value and not Path(value).is_absolute():
+            setattr(getattr(cfg, section), name, str((base / value).resolve()))
+    return cfg

@@ -70,6 +70,24 @@ class ChunkWorker(submitit.helpers.Checkpointable):
 
     # ---- the loop ---------------------------------------------------------------------
     def __call__(self) -> dict:
+        try:
+            return self._run()
+        except submitit.core.utils.UncompletedJobError as e:
+            # submitit refused the requeue (too many timeouts); the signal can land anywhere,
+            # even before the engine is loaded, so the record is built here if need be
+            if _global_rank() == 0:
+                run = RunFolder(Path(self.run_dir))
+                progress = self._progress or ChunkProgress(
+                    run.chunk_record(self.chunk_index), self.chunk_index,
+                    [i.stem for i in self.instances])
+                limit = run.load_config().slurm.max_timeout_requeues
+                progress.update(lambda r: r.update(
+                    state="failed", current=None,
+                    error=f"timed out more than slurm.max_timeout_requeues={limit} times: {e}"),
+                    wait_s=2.0)
+            raise
+
+    def _run(self) -> dict:
         logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
                             format="%(asctime)s %(levelname)s [chunk %(chunk)s r%(rank)s] %(message)s")
         _install_log_context(self.chunk_index)
@@ -91,13 +109,12 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         if ctx.rank == 0:
             store.check_settings()
             self._progress.update(lambda r: _on_start(r, _job_id()))
-        t0 = time.time()
-        engine = load_engine(cfg, ctx)
-        log.info("engine loaded in %.1fs (%s)", time.time() - t0, engine.fingerprint())
-
-        queue = _my_queue(self.instances, ctx)
-        attempts: dict[str, int] = {}
         try:
+            t0 = time.time()
+            engine = load_engine(cfg, ctx)
+            log.info("engine loaded in %.1fs (%s)", time.time() - t0, engine.fingerprint())
+            queue = _my_queue(self.instances, ctx)
+            attempts: dict[str, int] = {}
             while True:
                 inst = self._next_instance(queue, store, ctx, cfg)
                 if inst is None:
@@ -106,12 +123,6 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         except RankDesync as e:
             if ctx.is_writer:
                 self._progress.update(lambda r: r.update(state="failed", error=str(e), current=None))
-            raise
-        except submitit.core.utils.UncompletedJobError as e:
-            if ctx.rank == 0:
-                self._progress.update(lambda r: r.update(state="failed", current=None,
-                                      error=f"timed out more than slurm.max_timeout_requeues="
-                                            f"{cfg.slurm.max_timeout_requeues} times: {e}"))
             raise
         finally:
             self._release_claims()
@@ -223,6 +234,13 @@ def _install_log_context(chunk):
     _LogContext.chunk = chunk
     for h in logging.getLogger().handlers:
         h.addFilter(_LogContext())
+
+
+def _global_rank() -> int:
+    for name in ("RANK", "SLURM_PROCID", "SUBMITIT_LOCAL_GLOBALID"):
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 0
 
 
 def _owner() -> dict:
