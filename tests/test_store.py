@@ -296,6 +296,19 @@ def test_claim_of_dead_process_is_broken_live_one_is_not(tmp_path):
     assert book.read("a") is None
 
 
+def test_claim_from_another_container_on_this_host_waits_for_the_ttl(tmp_path):
+    """Same hostname, other pid namespace: its pid cannot be checked from here."""
+    from wmsub.claims import this_host
+    book = ClaimBook(tmp_path, ttl_s=60)
+    book.path("a").write_text(json.dumps({"stem": "a", "token": "theirs", "host": this_host(),
+                                          "pidns": "pid:[1]", "pid": 999999}))
+    assert not book.is_stale(book.read("a"))[0]
+    assert book.claim("a") is None
+    old = time.time() - 120
+    os.utime(book.path("a"), (old, old))
+    assert book.claim("a") is not None
+
+
 def test_broken_claim_is_lost_by_its_old_owner(tmp_path):
     book = ClaimBook(tmp_path, ttl_s=60)
     first = book.claim("a")

@@ -4,8 +4,8 @@ A claim is `<dir>/<stem>.claim`, created with O_CREAT|O_EXCL (atomic on local
 filesystems and NFSv3+, Lustre, GPFS). Its JSON names the owner; its mtime is the
 heartbeat (`refresh` touches it, so a refresh never rewrites a file another process may
 now own). A claim is stale when its heartbeat is older than the TTL, or when it was
-made on this host by a process that is gone (pid dead, or the pid now belongs to a
-process started later).
+made on this host (and pid namespace) by a process that is gone (pid dead, or the pid
+now belongs to a process started later).
 
 Breaking a stale claim takes a short-lived `<stem>.break` lock (also O_EXCL), re-reads
 the claim under it and removes it only if it is still the same stale claim (same
@@ -36,6 +36,19 @@ class Claim:
 
 def this_host() -> str:
     return socket.gethostname()
+
+
+def this_pid_namespace() -> str:
+    """Containers on one node (e.g. Slurm + pyxis) share a hostname but not pid numbers."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return ""
+
+
+def same_process_space(info: dict) -> bool:
+    """Whether the pid recorded in `info` can be checked from here."""
+    return info.get("host") == this_host() and info.get("pidns", "") == this_pid_namespace()
 
 
 def process_start_ticks(pid: int) -> int | None:
@@ -162,7 +175,7 @@ class ClaimBook:
         age = now - float(info.get("heartbeat", 0))
         if age > self.ttl_s:
             return True, f"heartbeat {age:.0f}s old (ttl {self.ttl_s:.0f}s)"
-        if info.get("host") == this_host() and "pid" in info:
+        if "pid" in info and same_process_space(info):
             if not pid_alive(int(info["pid"]), info.get("pid_start")):
                 return True, f"process {info['pid']} on {info['host']} is gone"
         return False, ""
@@ -192,7 +205,7 @@ class ClaimBook:
         pid = os.getpid()
         info = {
             "stem": stem, "token": token, "owner": owner, "host": this_host(), "pid": pid,
-            "pid_start": process_start_ticks(pid),
+            "pidns": this_pid_namespace(), "pid_start": process_start_ticks(pid),
             "job_id": str(owner.get("job_id") or default_job_id()),
             "created_at": time.time(),
         }

@@ -275,7 +275,7 @@ def inspect_image(path: Path, full: bool = False) -> ImageInfo:
     except UnidentifiedImageError:
         info.problem = "is not an image (PIL cannot identify it)"
         return info
-    except (OSError, SyntaxError, ValueError) as e:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         # PIL reports truncation as OSError("image file is truncated ...") and bad PNG
         # chunks as SyntaxError
         info.problem = f"is unreadable or truncated ({type(e).__name__}: {e})"

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 
 from wmsub import video_io
-from wmsub.claims import Claim, ClaimBook, default_job_id, pid_alive, this_host
+from wmsub.claims import (Claim, ClaimBook, default_job_id, pid_alive, same_process_space,
+                          this_host)
 
 VERIFY_MODES = ("cheap", "decode")
 _TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.mp4\.(?P<pid>\d+)\.tmp$")
@@ -296,8 +297,8 @@ class OutputStore:
 
     def remove_stale_temps(self) -> list[str]:
         """Delete temp files of writers that are gone. A temp is kept while its writer may
-        be alive: its pid runs on this host, or a live claim on its stem belongs to it or
-        to another host (writers elsewhere must hold a claim). Any temp older than the
+        be alive: its pid runs here, or a live claim on its stem belongs to it or to another
+        host or container (writers elsewhere must hold a claim). Any temp older than the
         claim TTL is gone."""
         removed = []
         if not self.dir.is_dir():
@@ -314,7 +315,7 @@ class OutputStore:
                 continue
             if age <= self.claims.ttl_s:
                 holder = self.claims.holder(stem)
-                if holder and (holder.get("host") != this_host() or holder.get("pid") == pid):
+                if holder and (not same_process_space(holder) or holder.get("pid") == pid):
                     continue
                 if pid_alive(pid):
                     continue
