@@ -86,7 +86,7 @@ def load_manifest(bench: BenchConfig, check_images: bool | str = True) -> Manife
     notes = list(filter_notes)
     instances = []
     for index, entry, stem in selected:
-        image_path, image_size = None, None
+        image_size = None
         where = f"{json_path}: entry {index} (stem {stem!r})"
         image_path = _safe_image_path(root, entry["first_frame"], where, problems)
         if image_path is None:
