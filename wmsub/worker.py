@@ -109,6 +109,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         if ctx.rank == 0:
             store.check_settings()
             self._progress.update(lambda r: _on_start(r, _job_id()))
+        heartbeat = _ClaimHeartbeat(self, cfg.output.claim_ttl_s / 4).start()
         try:
             t0 = time.time()
             engine = load_engine(cfg, ctx)
@@ -125,6 +126,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
                 self._progress.update(lambda r: r.update(state="failed", error=str(e), current=None))
             raise
         finally:
+            heartbeat.stop()
             self._release_claims()
         _barrier(ctx)
         if ctx.rank == 0:
@@ -147,6 +149,10 @@ class ChunkWorker(submitit.helpers.Checkpointable):
                     log.info("%s is claimed by another job; leaving it to that job", inst.stem)
                     continue
                 self._claims[inst.stem] = (store, claim)
+                if store.is_done(inst.stem):  # finished by another job between check and claim
+                    self._release(inst.stem)
+                    self._progress.update(lambda r, s=inst.stem: _mark_done(r, s, skipped=True))
+                    continue
                 choice = inst
                 break
         if ctx.group_size > 1:
@@ -221,6 +227,31 @@ class ChunkWorker(submitit.helpers.Checkpointable):
 
 
 # ---- helpers ------------------------------------------------------------------------------
+class _ClaimHeartbeat:
+    """Refreshes the worker's claims while a (possibly long) video is generated, so that a
+    live claim never looks stale to another job."""
+
+    def __init__(self, worker: ChunkWorker, interval_s: float):
+        import threading
+        self.worker, self.interval_s = worker, max(interval_s, 1.0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="claim-heartbeat")
+
+    def _loop(self):
+        while not self._stop.wait(self.interval_s):
+            for store, claim in list(self.worker._claims.values()):
+                try:
+                    store.refresh(claim)
+                except Exception:  # noqa: BLE001 - the next beat tries again
+                    log.exception("claim refresh failed")
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+
 class _LogContext(logging.Filter):
     chunk = "?"
     rank = 0
