@@ -210,3 +210,33 @@ def test_stuck_peer_times_out_instead_of_hanging(setup):
         procs[1].wait()
     assert r0.returncode != 0 and not (out / "rank0.pt").exists()
     assert "timed out" in r0.stderr.lower() or "timeout" in r0.stderr.lower(), r0.stderr[-2000:]
+
+
+def _gen_cfg(**over):
+    from wmsub.config import load_config
+    return load_config(None, ["generate.device=cpu"] + [f"generate.{k}={v}" for k, v in over.items()]).generate
+
+
+@pytest.mark.parametrize("mode", ["sp", "cfg", "dp", "none"])
+def test_world_of_one_needs_no_environment(monkeypatch, mode):
+    from wmsub.engines.parallel import init_distributed
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    ctx = init_distributed(_gen_cfg(parallel=mode))
+    assert (ctx.rank, ctx.world_size, ctx.group_size, ctx.is_writer) == (0, 1, 1, True)
+    assert ctx.group is None and ctx.control_group is None and ctx.device.type == "cpu"
+    assert ctx.mode == ("dp" if mode == "dp" else "none")  # sp/cfg alone are none's computation
+
+
+def test_bad_distributed_environment_is_explained(monkeypatch):
+    from wmsub.engines.parallel import init_distributed
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="parallel=cfg runs on exactly 2 ranks"):
+        init_distributed(_gen_cfg(parallel="cfg"))
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    with pytest.raises(RuntimeError, match="MASTER_ADDR is not set"):
+        init_distributed(_gen_cfg(parallel="sp"))
+    monkeypatch.setenv("RANK", "zero")
+    with pytest.raises(RuntimeError, match="RANK='zero' is not an integer"):
+        init_distributed(_gen_cfg(parallel="sp"))

@@ -146,3 +146,12 @@ def test_fingerprint_records_engine_settings(engine):
     assert fp["engine"] == "wmsub.wan_ti2v" and fp["attention"] == "math"
     assert fp["parallel"] == "none" and fp["vae_dtype"] == "float32" and fp["exact"] is True
     assert fp["torch"] == torch.__version__
+
+
+def test_fast_path_is_applied_only_when_not_exact(tiny_dir, engine):
+    pytest.importorskip("wmsub.engines.fast")  # owned by the speed-up helper
+    assert engine.speedups == []  # exact: the fast module is never consulted
+    cfg = _cfg(tiny_dir, "generate.exact=false", "generate.fast_blocks=true")
+    fast_engine = load_engine(cfg, init_distributed(cfg.generate))
+    fp = fast_engine.fingerprint()
+    assert fp["exact"] is False and fp["speedups"] and fp["speedups"]["fast_blocks"] is True

@@ -313,10 +313,10 @@ def install_attention(name: str, device: torch.device | str | None = None) -> st
     Returns the concrete kernel.
     """
     global _current_kernel
-    if device is not None:
-        name = resolve_attention(name, device)
-    _current_kernel = name
-    kernel = name if name != "auto" else resolve_attention("auto", "cpu")
+    if device is None and name == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kernel = resolve_attention(name, device) if device is not None else name
+    _current_kernel = kernel
     fn = make_flash_attention(kernel)
     for mod_name in ("wan.modules.attention", "wan.modules.model", "wan.distributed.ulysses"):
         mod = sys.modules.get(mod_name)
