@@ -14,7 +14,7 @@ import sys
 import time
 import types
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import partial
 
 import numpy as np
@@ -387,7 +387,6 @@ class WanTI2VEngine:
         gen = self.gen
         size = self.t2v_size()
         F = gen.frame_num
-        t0 = time.perf_counter()
         target_shape = (self.vae.model.z_dim, (F - 1) // self.vae_stride[0] + 1,
                         size[1] // self.vae_stride[1], size[0] // self.vae_stride[2])
         seq_len = math.ceil((target_shape[2] * target_shape[3]) /
@@ -427,7 +426,6 @@ class WanTI2VEngine:
             _sync(self.device)
             self.last_latent = x0[0]
             videos = self._finish(x0, time.perf_counter() - t2, len(timesteps))
-        del t0
         return self._gather_up(videos)
 
 
