@@ -401,6 +401,9 @@ def chunk_run(args) -> dict:
         stage["mp4_s"], stage["mp4_error"] = _time_mp4(video, Path(args.chunk_run) / f"v{i}.mp4")
         videos.append(stage)
         log(f"[{args.mode}] video {i}: {json.dumps(stage)}")
+        res["videos"] = videos
+        if args.child_out:  # survives the parent being stopped at its time limit
+            Path(args.child_out).write_text(json.dumps(res, indent=1))
     res["videos"] = videos
     res["latent_norm"] = float(engine.last_latent.float().norm())
     torch.save(engine.last_latent.float().cpu(), Path(args.chunk_run) / f"latent_{args.mode}.pt")
@@ -457,9 +460,12 @@ def bench_video(args) -> dict:
                "--video-steps", str(args.video_steps), "--frames", str(args.frames),
                "--height", str(args.height), "--width", str(args.width),
                "--t0", repr(time.time())] + (["--tiny"] if args.tiny else [])
+        if args.out:
+            cmd += ["--child-out", str(Path(args.out).with_suffix(f".{mode}.json"))]
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               cwd=str(Path(__file__).resolve().parents[1]))
         sys.stderr.write(proc.stderr[-4000:])
+        sys.stderr.flush()
         try:
             res[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
         except (IndexError, json.JSONDecodeError):
@@ -503,6 +509,7 @@ def parse_args(argv=None):
     p.add_argument("--chunk-run", default="", help=argparse.SUPPRESS)
     p.add_argument("--mode", default="fast", help=argparse.SUPPRESS)
     p.add_argument("--t0", default="0", help=argparse.SUPPRESS)
+    p.add_argument("--child-out", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.tiny:
         args.frames, args.height, args.width = 5, 64, 96
