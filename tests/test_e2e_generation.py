@@ -154,3 +154,30 @@ def test_local_executor_runs_the_same_worker(tmp_path, synthetic_bench, tiny_che
     rec = chunk_record(run_dir, 0)
     assert rec["state"] == "finished" and len(rec["done"]) == 3, (rec, run_logs(run_dir))
     _assert_all_valid(run_dir, rec["stems"])
+
+
+def test_failing_instance_is_recorded_and_the_chunk_goes_on(tmp_path, synthetic_bench, tiny_checkpoint):
+    bench = synthetic_bench(3, seed=6)
+    over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
+        "plan.chunks": 1, "output.max_attempts": 2})
+    launch("--config", "configs/smoke.yaml", *over)
+    # the image vanishes after validation: generating that instance must fail on the node
+    entries = json.loads((bench / "worldmodelbench.json").read_text())
+    victim = entries[1]["first_frame"]
+    image_bytes = (bench / victim).read_bytes()
+    (bench / victim).unlink()
+    run_dir = latest_run(tmp_path / "logs")
+    task = jobs(run_dir)[0]["tasks"]["0"]
+    wait_until(lambda: not squeue_ids(task), 600, "the chunk to end")
+    rec = chunk_record(run_dir, 0)
+    stem = victim.split("/")[-1].rsplit(".", 1)[0]
+    assert rec["state"] == "finished_with_failures", rec
+    assert stem in rec["failed"] and "FileNotFoundError" in rec["failed"][stem]
+    assert sorted(rec["done"]) == sorted(s for s in rec["stems"] if s != stem)
+    failure = json.loads((tmp_path / "outputs" / ".wmsub" / "failures" / f"{stem}.json").read_text())
+    assert failure["attempts"] == 2 and "Traceback" in failure["traceback"]
+    assert not (tmp_path / "outputs" / f"{stem}.mp4").exists()
+    # planning again (image back) leaves the failed instance out (attempts used up), says so
+    (bench / victim).write_bytes(image_bytes)
+    plan = json.loads(launch("plan", "--config", "configs/smoke.yaml", "--json", *over).stdout)
+    assert plan["failed"] == 1 and plan["pending"] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.machinery
 import importlib.util
 import math
 import sys
@@ -40,6 +41,9 @@ def _register_bare_packages() -> None:
             continue
         mod = types.ModuleType(name)
         sub = root.joinpath(*name.split(".")[1:])
+        # a spec keeps importlib.util.find_spec("wan") working once the bare package is in
+        mod.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+        mod.__spec__.submodule_search_locations = [str(sub)]
         mod.__path__ = [str(sub)]
         mod.__file__ = str(sub / "__init__.py")
         mod.__package__ = name
