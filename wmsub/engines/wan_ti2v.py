@@ -212,8 +212,11 @@ class WanTI2VEngine:
         image = None
         if self.cfg.bench.prompt_mode == "i2v" and instance.image is not None:
             image = open_image(instance.image)
-        video = self.sample(instance.prompt, image, seed=self.gen.seed)
-        return video
+        try:
+            return self.sample(instance.prompt, image, seed=self.gen.seed)
+        except Exception:
+            _reset_fsdp_state(self.model)
+            raise
 
     def sample(self, prompt: str, image: Image.Image | None, seed: int):
         if image is not None:
@@ -433,3 +436,16 @@ def load_engine(cfg, ctx: DistContext) -> WanTI2VEngine:
     """Load T5, VAE and DiT once and apply the parallel mode (and the fast path when
     `generate.exact` is false and wmsub.engines.fast exists)."""
     return WanTI2VEngine(cfg, ctx)
+
+
+def _reset_fsdp_state(model) -> None:
+    """FSDP1 leaves its units in FORWARD_BACKWARD when a forward raises, and then refuses
+    every later forward; a failed instance must not poison the rest of the chunk."""
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+        from torch.distributed.fsdp._common_utils import TrainingState
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, FSDP):
+            module.training_state = TrainingState.IDLE
