@@ -147,7 +147,8 @@ def test_scancel_then_launch_plans_only_missing(tmp_path, synthetic_bench, tiny_
 def test_local_executor_runs_the_same_worker(tmp_path, synthetic_bench, tiny_checkpoint):
     bench = synthetic_bench(3, seed=5)
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
-        "plan.chunks": 1, "slurm.executor": "local", "generate.parallel": "cfg"})
+        "plan.chunks": 1, "slurm.executor": "local", "generate.parallel": "cfg",
+        "generate.async_write": "true"})
     launch("--config", "configs/smoke.yaml", *over, timeout_s=600)
     run_dir = latest_run(tmp_path / "logs")
     assert jobs(run_dir)[0]["executor"] == "local"

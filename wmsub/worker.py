@@ -44,6 +44,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self.instances = instances
         self._claims: dict = {}
         self._progress: ChunkProgress | None = None
+        self._pending_write = None
 
     # Requeues pickle this object again: keep only what the constructor took.
     def __getstate__(self):
@@ -53,9 +54,14 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self.__dict__.update(state)
         self._claims = {}
         self._progress = None
+        self._pending_write = None
 
     # ---- submitit hooks -------------------------------------------------------------
     def checkpoint(self, *args, **kwargs):
+        try:  # a write in flight finishes (atomically) before its claim goes
+            self._drain_writes(timeout_s=60)
+        except Exception:  # noqa: BLE001 - recorded by the write itself
+            log.exception("pending write at checkpoint")
         self._release_claims()
 
         def mark(rec):
@@ -121,6 +127,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
                 if inst is None:
                     break
                 self._generate_one(inst, engine, store, ctx, cfg, queue, attempts)
+            self._drain_writes()
         except RankDesync as e:
             if ctx.is_writer:
                 self._progress.update(lambda r: r.update(state="failed", error=str(e), current=None))
@@ -198,18 +205,41 @@ class ChunkWorker(submitit.helpers.Checkpointable):
                   "chunk": self.chunk_index, "seed": cfg.generate.seed, "instance_index": inst.index}
         from .video_io import frames_to_uint8
         frames = frames_to_uint8(video)
+        write = lambda: self._write(inst, frames, record, store, cfg, gen_s)  # noqa: E731
+        if cfg.generate.async_write:
+            # encode this mp4 while the next video generates; at most one write in flight
+            self._drain_writes()
+            self._pending_write = _writer_pool().submit(write)
+        else:
+            write()
+
+    def _write(self, inst, frames, record, store, cfg, gen_s):
         t1 = time.time()
-        store.write_video(inst.stem, frames, cfg.generate.fps, record)
+        try:
+            store.write_video(inst.stem, frames, cfg.generate.fps, record)
+        except Exception as e:  # noqa: BLE001 - a failed write is a recorded failure, never silent
+            self._release(inst.stem)
+            n = store.record_failure(inst.stem, f"writing the mp4: {type(e).__name__}: {e}",
+                                     traceback.format_exc())
+            log.error("%s: write failed (attempt %d): %s", inst.stem, n, e)
+            if n >= cfg.output.max_attempts:
+                self._progress.update(lambda r: _mark_failed(r, inst.stem, str(e)))
+            return
         write_s = time.time() - t1
         store.clear_failure(inst.stem)
         self._release(inst.stem)
-        sps = timings.get("s_per_step", 0.0)
+        sps = record["timings"].get("s_per_step", 0.0)
         entry = {"stem": inst.stem, "seconds": round(gen_s + write_s, 3), "s_per_step": sps,
                  "finished_at": time.time()}
         rec = self._progress.update(lambda r: _mark_done(r, inst.stem, video=entry))
         log.info("video %s done: %d/%d in chunk, %.1fs (%.3f s/step, write %.1fs), %dx%d, %d frames",
                  inst.stem, len(rec["done"]), rec["total"], gen_s + write_s, sps, write_s,
                  frames.shape[2], frames.shape[1], frames.shape[0])
+
+    def _drain_writes(self, timeout_s: float | None = None):
+        pending, self._pending_write = getattr(self, "_pending_write", None), None
+        if pending is not None:
+            pending.result(timeout=timeout_s)
 
     # ---- claims -------------------------------------------------------------------------
     def _release(self, stem):
@@ -265,6 +295,17 @@ def _install_log_context(chunk):
     _LogContext.chunk = chunk
     for h in logging.getLogger().handlers:
         h.addFilter(_LogContext())
+
+
+_POOL = None
+
+
+def _writer_pool():
+    global _POOL
+    if _POOL is None:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mp4-writer")
+    return _POOL
 
 
 def _global_rank() -> int:
