@@ -6,12 +6,15 @@
 #
 # WMSUB_CLUSTER_DIR   the cluster folder (default <repo>/.devcluster)
 # WMSUB_CLUSTER_*     ports and timings, read on every `up` (see load_settings)
+# WMSUB_CLUSTER_CLIENT_CONF  where to copy slurm.conf for clients (default
+#                     /etc/slurm/slurm.conf; "" for none, e.g. a second, throwaway cluster)
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TEMPLATES=$REPO/slurm
 DIR=${WMSUB_CLUSTER_DIR:-$REPO/.devcluster}
-CLIENT_CONF=/etc/slurm/slurm.conf
+# Where client commands look by default; "" skips the copy (clients then need SLURM_CONF).
+CLIENT_CONF=${WMSUB_CLUSTER_CLIENT_CONF-/etc/slurm/slurm.conf}
 MARKER="# written by wmsub slurm/devcluster.sh"
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
@@ -171,6 +174,7 @@ prepare_folder() {
 # Client commands (here, in pytest, in submitit jobs, in users' shells) read
 # /etc/slurm/slurm.conf unless SLURM_CONF is set, so that path gets a copy of ours.
 install_client_conf() {
+    [[ -n $CLIENT_CONF ]] || return 0
     mkdir -p "$(dirname "$CLIENT_CONF")"
     if [[ -f $CLIENT_CONF ]] && ! grep -qF "$MARKER" "$CLIENT_CONF"; then
         [[ -e $CLIENT_CONF.before-wmsub ]] || cp -p "$CLIENT_CONF" "$CLIENT_CONF.before-wmsub"
@@ -194,7 +198,7 @@ start_munged() {
     rm -f "$sock" "$sock.lock"
     runuser -u munge -- munged --socket="$sock" --key-file="$key" \
         --pid-file="$(pid_file munged)" --log-file="$(log_file munged)" \
-        --seed-file="$DIR/munge/munged.seed" ||
+        --seed-file="$DIR/munge/munged.seed" 9>&- ||
         die "munged failed to start" "$(log_file munged)"
     wait_until 20 munged "$(log_file munged)" bash -c "munge -n -S '$sock' | unmunge -S '$sock'"
 }
@@ -211,7 +215,7 @@ start_mariadb() {
             >"$DIR/mysql/install.log" 2>&1 || die "mariadb-install-db failed" "$DIR/mysql/install.log"
     fi
     # mariadbd does not daemonize itself: detach it from this shell and its terminal.
-    setsid mariadbd --defaults-file="$DIR/etc/my.cnf" </dev/null >>"$DIR/mysql/mariadbd.out" 2>&1 &
+    setsid mariadbd --defaults-file="$DIR/etc/my.cnf" </dev/null >>"$DIR/mysql/mariadbd.out" 2>&1 9>&- &
     wait_until 60 mariadbd "$(log_file mariadbd)" mariadb-admin --defaults-file="$DIR/etc/my.cnf" ping
     wait_until 10 "mariadbd pid file" "$(log_file mariadbd)" running_pid mariadbd
 }
@@ -230,7 +234,7 @@ ensure_db_user() {
 start_slurmdbd() {
     running_pid slurmdbd >/dev/null && return 0
     # slurmdbd finds slurmdbd.conf next to $SLURM_CONF.
-    slurmdbd || die "slurmdbd failed to start" "$(log_file slurmdbd)"
+    slurmdbd 9>&- || die "slurmdbd failed to start" "$(log_file slurmdbd)"
     wait_until 60 slurmdbd "$(log_file slurmdbd)" quietly_succeeds sacctmgr -n show cluster
 }
 
@@ -247,13 +251,13 @@ node_state() { sinfo -h -n localhost -o %T 2>/dev/null | head -n 1; }
 
 start_slurmctld() {
     running_pid slurmctld >/dev/null && return 0
-    slurmctld -f "$SLURM_CONF" || die "slurmctld failed to start" "$(log_file slurmctld)"
+    slurmctld -f "$SLURM_CONF" 9>&- || die "slurmctld failed to start" "$(log_file slurmctld)"
     wait_until 60 slurmctld "$(log_file slurmctld)" bash -c "scontrol ping | grep -q UP"
 }
 
 start_slurmd() {
     running_pid slurmd >/dev/null && return 0
-    slurmd -f "$SLURM_CONF" -N localhost || die "slurmd failed to start" "$(log_file slurmd)"
+    slurmd -f "$SLURM_CONF" -N localhost 9>&- || die "slurmd failed to start" "$(log_file slurmd)"
     wait_until 60 "slurmd pid file" "$(log_file slurmd)" running_pid slurmd
 }
 
@@ -347,6 +351,7 @@ descendants() {  # all processes below a pid, from one ps snapshot
 }
 
 # Concurrent `up`s (parallel test sessions) must not render or start things twice.
+# Daemons start with fd 9 closed (`9>&-`), or they would hold the lock for ever.
 lock_cluster() {
     mkdir -p "$DIR/run"
     exec 9>"$DIR/run/devcluster.lock"
@@ -401,7 +406,7 @@ cmd_down() {
     rm -f "$DIR"/run/*.pid "$DIR/munge/munged.pid"
     if ((purge)); then
         rm -rf "$DIR"
-        if [[ -f $CLIENT_CONF ]] && grep -qF "$MARKER" "$CLIENT_CONF"; then
+        if [[ -n $CLIENT_CONF && -f $CLIENT_CONF ]] && grep -qF "$MARKER from $DIR/" "$CLIENT_CONF"; then
             rm -f "$CLIENT_CONF"
             [[ -e $CLIENT_CONF.before-wmsub ]] && mv -f "$CLIENT_CONF.before-wmsub" "$CLIENT_CONF"
         fi

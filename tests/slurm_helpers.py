@@ -217,10 +217,21 @@ class DevCluster:
     up_output: str      # what `devcluster.sh up` printed
 
 
-def devcluster(*args: str, timeout_s: float = CLUSTER_UP_TIMEOUT_S) -> subprocess.CompletedProcess:
-    """Run slurm/devcluster.sh with `args`; returns the finished process (never raises on rc)."""
+def devcluster(*args: str, env: dict[str, str] | None = None,
+               timeout_s: float = CLUSTER_UP_TIMEOUT_S) -> subprocess.CompletedProcess:
+    """Run slurm/devcluster.sh with `args` (and extra `env`); never raises on its exit code."""
+    full_env = None if env is None else {**os.environ, **env}
     return subprocess.run(["bash", str(DEVCLUSTER_SCRIPT), *args], capture_output=True,
-                          text=True, timeout=timeout_s)
+                          text=True, timeout=timeout_s, env=full_env)
+
+
+def process_alive(pid: int) -> bool:
+    """True for a running process; False for a gone one or a zombie awaiting its reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def cluster_folder() -> Path:

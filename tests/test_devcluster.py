@@ -1,11 +1,13 @@
 """The local dev Slurm cluster really schedules, accounts for, preempts and requeues jobs."""
+import socket
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.slurm_helpers import (
-    BeginTimeReleaser, CommandError, daemon_pids, devcluster, job_state_sacct, run,
-    scontrol_job, squeue_states, wait_for,
+    BeginTimeReleaser, CommandError, daemon_pids, devcluster, job_state_sacct, process_alive,
+    run, scontrol_job, squeue_states, wait_for,
 )
 
 JOB_TIMEOUT_S = 120
@@ -100,3 +102,56 @@ def test_query_helpers_report_unknown_jobs_and_failures_clearly(slurm_cluster):
         run(["bash", "-c", "echo oops >&2; exit 3"])
     with pytest.raises(TimeoutError, match="the impossible"):
         wait_for(lambda: False, 0.3, "the impossible", interval_s=0.1)
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_down_stops_daemons_and_jobs_and_up_brings_the_cluster_back(slurm_cluster):
+    # A throwaway second cluster (own folder, ports, no /etc copy): the shared one stays up.
+    folder = Path(tempfile.mkdtemp(prefix="wmsub-devcluster-test-", dir="/var/tmp"))
+    folder.chmod(0o755)  # munged and mariadbd run as their own users
+    ctld, slurmd, dbd, db = _free_ports(4)
+    env = {"WMSUB_CLUSTER_DIR": str(folder), "WMSUB_CLUSTER_CLIENT_CONF": "",
+           "WMSUB_CLUSTER_SLURMCTLD_PORT": str(ctld), "WMSUB_CLUSTER_SLURMD_PORT": str(slurmd),
+           "WMSUB_CLUSTER_SLURMDBD_PORT": str(dbd), "WMSUB_CLUSTER_DB_PORT": str(db)}
+    client_env = {"SLURM_CONF": str(folder / "etc" / "slurm.conf")}
+    shared_conf = Path("/etc/slurm/slurm.conf").read_text()
+    try:
+        up = devcluster("up", env=env)
+        assert up.returncode == 0, up.stdout + up.stderr
+        daemons = daemon_pids(devcluster("status", env=env).stdout)
+        assert all(daemons.values()), daemons
+
+        task_pids = folder / "task_pids"
+        job = run(["sbatch", "--parsable", "--ntasks=2", "--output=/dev/null",
+                   f"--wrap=srun bash -c 'echo $$ >> {task_pids}; exec sleep 300'"],
+                  env=client_env).strip()
+        wait_for(lambda: task_pids.exists() and len(task_pids.read_text().split()) == 2,
+                 JOB_TIMEOUT_S, f"both tasks of job {job} on the second cluster")
+        tasks = [int(pid) for pid in task_pids.read_text().split()]
+
+        down = devcluster("down", env=env)
+        assert down.returncode == 0, down.stdout + down.stderr
+        status = devcluster("status", env=env)
+        assert status.returncode == 3 and set(daemon_pids(status.stdout).values()) == {None}, \
+            status.stdout
+        alive = [pid for pid in [*daemons.values(), *tasks] if process_alive(pid)]
+        assert not alive, f"still running after down: {alive}"
+
+        again = devcluster("up", env=env)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert run(["sacct", "-n", "-X", "-P", "-j", job, "-o", "State"],
+                   env=client_env).split()[0] == "CANCELLED"
+    finally:
+        purge = devcluster("down", "--purge", env=env)
+    assert purge.returncode == 0 and not folder.exists(), purge.stdout + purge.stderr
+    assert Path("/etc/slurm/slurm.conf").read_text() == shared_conf
