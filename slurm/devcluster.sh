@@ -17,7 +17,8 @@ DIR=${WMSUB_CLUSTER_DIR:-$REPO/.devcluster}
 CLIENT_CONF=${WMSUB_CLUSTER_CLIENT_CONF-/etc/slurm/slurm.conf}
 MARKER="# written by wmsub slurm/devcluster.sh"
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
-PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server)
+# procps (ps, pgrep) is missing from slim container images.
+PACKAGES=(slurmctld slurmd slurm-client slurmdbd munge mariadb-server procps)
 
 log() { echo "devcluster: $*" >&2; }
 
@@ -89,7 +90,7 @@ wait_until() {  # wait_until SECONDS WHAT LOGFILE COMMAND...
 
 install_packages() {
     local missing=0 cmd
-    for cmd in slurmctld slurmd sbatch sacct slurmdbd munged mariadbd mariadb-install-db; do
+    for cmd in slurmctld slurmd sbatch sacct slurmdbd munged mariadbd mariadb-install-db pgrep; do
         command -v "$cmd" >/dev/null || missing=1
     done
     ((missing)) || return 0
