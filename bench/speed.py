@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch._dynamo
 import torch.nn.functional as F
 
 if __package__ in (None, ""):  # `python bench/speed.py`
@@ -37,9 +38,9 @@ TINY_DIT = dict(REAL_DIT, dim=128, ffn_dim=256, freq_dim=32, text_dim=64, num_he
                 num_layers=2, text_len=32)
 
 def _variant(fast_blocks=False, compiled=False, attention="cudnn", batch2=False, qkv=False,
-             contiguous=False):
+             contiguous=False, cross="", rope2=False, tune=False):
     return dict(fast_blocks=fast_blocks, compile=compiled, attention=attention, batch2=batch2,
-                qkv=qkv, contiguous=contiguous)
+                qkv=qkv, contiguous=contiguous, cross=cross, rope2=rope2, tune=tune)
 
 
 VARIANTS = {
@@ -54,6 +55,14 @@ VARIANTS = {
     "fast_compile_bhld": _variant(fast_blocks=True, compiled=True, contiguous=True),
     "fast_compile_qkv_bhld": _variant(fast_blocks=True, compiled=True, qkv=True,
                                       contiguous=True),
+    "fast_compile_xflash": _variant(fast_blocks=True, compiled=True, cross="flash"),
+    "fast_compile_xeff": _variant(fast_blocks=True, compiled=True, cross="efficient"),
+    "fast_compile_rope2": _variant(fast_blocks=True, compiled=True, rope2=True),
+    "fast_compile_combo": _variant(fast_blocks=True, compiled=True, qkv=True, cross="flash",
+                                   rope2=True),
+    # last: coordinate-descent tuning is a process-wide inductor setting
+    "fast_compile_combo_tuned": _variant(fast_blocks=True, compiled=True, qkv=True,
+                                         cross="flash", rope2=True, tune=True),
 }
 QUICK = ("official_flash", "official_cudnn", "fast_eager", "fast_compile")
 REFERENCE = "official_flash"
@@ -125,8 +134,14 @@ def configure(model, variant):
             fast.apply_fused_qkv(model)
         if spec["contiguous"]:
             fast.apply_contiguous_attention(model)
+        if spec["cross"]:
+            fast.apply_cross_attention_kernel(model, spec["cross"])
+        if spec["rope2"]:
+            fast.apply_interleaved_rope(model)
     if spec["compile"]:
-        fast.apply_compile(model)
+        if spec["tune"]:
+            torch._dynamo.reset()  # the inductor setting is not part of the graph cache key
+        fast.apply_compile(model, tune_kernels=spec["tune"])
     return kernel
 
 
@@ -222,6 +237,14 @@ def micro(dims, tokens, device) -> dict:
                 res["attention"][f"{kernel}_{layout}"] = {"ms": ms, "tflops": flop / ms / 1e9}
             except RuntimeError as e:
                 res["attention"][f"{kernel}_{layout}"] = {"error": str(e)[:160]}
+    kc, vc = (torch.randn(1, 512, n, d, device=device, dtype=dtype) for _ in range(2))
+    cross_flop = 4 * tokens * 512 * d * n
+    for kernel in (["cudnn", "flash", "efficient"] if device.type == "cuda" else ["math"]):
+        try:
+            ms = _time_ms(lambda: fast.attention_bhld(q, kc, vc, kernel))
+            res["attention"][f"cross512_{kernel}"] = {"ms": ms, "tflops": cross_flop / ms / 1e9}
+        except RuntimeError as e:
+            res["attention"][f"cross512_{kernel}"] = {"error": str(e)[:160]}
     x = torch.randn(tokens, c, device=device, dtype=dtype)
     h = torch.randn(tokens, ffn, device=device, dtype=dtype)
     for name, inp, out_f in (("c_to_c", x, c), ("c_to_3c_qkv", x, 3 * c),
@@ -450,6 +473,24 @@ def _vae_dtype_cost(engine) -> dict:
     return out
 
 
+def t5_construction_cost() -> dict:
+    """What the engine's T5 load spends before reading any weight: the official
+    T5EncoderModel builds umt5-xxl on the CPU in fp32 with its random init, then casts."""
+    t5_mod = wan_module("modules.t5")
+    t0 = time.perf_counter()
+    model = t5_mod.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16,
+                            device="cpu")
+    built = time.perf_counter() - t0
+    params = sum(p.numel() for p in model.parameters())
+    del model
+    t0 = time.perf_counter()
+    with torch.device("meta"):
+        t5_mod.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16,
+                        device="meta")
+    return {"t5_cpu_construct_s": built, "t5_meta_construct_s": time.perf_counter() - t0,
+            "t5_params": params}
+
+
 def bench_video(args) -> dict:
     ckpt = Path(args.ckpt_dir)
     res = {"checkpoint": write_checkpoint(ckpt, args.tiny)}
@@ -496,6 +537,7 @@ def parse_args(argv=None):
     p.add_argument("--fidelity-variants", default=f"{REFERENCE},{RECOMMENDED},official_cudnn")
     p.add_argument("--no-step", action="store_true", help="skip the step benchmark")
     p.add_argument("--micro", action="store_true", help="attention and GEMM kernels alone")
+    p.add_argument("--t5-cost", action="store_true", help="time the T5 construction (chunk start)")
     p.add_argument("--profile", default="", help="comma list of variants to profile one step of")
     p.add_argument("--video", action="store_true", help="whole video + chunk start via the engine")
     p.add_argument("--videos", type=int, default=2, help="videos in the fast chunk (first compiles)")
@@ -589,6 +631,10 @@ def main(argv=None) -> int:
                     latents[name], latents[REFERENCE])
             result["fidelity"] = fid
             emit()
+    if args.t5_cost and not args.tiny:
+        log("T5 construction cost")
+        result["t5_construction"] = t5_construction_cost()
+        emit()
     if args.video:
         if need_model:
             del model

@@ -134,9 +134,23 @@ def test_rope_real_matches_official_complex128():
     x = torch.randn(1, seq + 2, 2, 64, generator=g)  # 2 padding rows pass through
     official = model_mod.rope_apply(x, torch.tensor(grid), model.freqs)
     cos, sin = fast.rope_tables(model.freqs, grid, seq + 2, "cpu")
-    ours = fast.rope_apply_real(x, cos, sin)
-    assert torch.equal(ours[:, seq:], x[:, seq:])
-    assert rel_err(ours, official) < 1e-6
+    for tables in ((cos, sin), fast.interleave_tables(cos, sin)):
+        ours = fast.rope_apply_real(x, *tables)
+        assert torch.equal(ours[:, seq:], x[:, seq:])
+        assert rel_err(ours, official) < 1e-6
+
+
+def test_all_block_options_together_match_official():
+    model = tiny_model(seed=19)
+    inp = ti2v_inputs(20, batch=2)
+    official = run(model, inp)
+    fast.apply_attention_kernel(model, "math")
+    fast.apply_fast_blocks(model)
+    fast.apply_fused_qkv(model)
+    fast.apply_cross_attention_kernel(model, "math")
+    fast.apply_interleaved_rope(model)
+    fast.apply_contiguous_attention(model)
+    assert rel_err(run(model, inp), official) < 1e-5
 
 
 def test_unknown_attention_kernel_is_a_clear_error():

@@ -108,10 +108,24 @@ def rope_tables(freqs: torch.Tensor, grid_sizes: list, seq_len: int, device) -> 
 
 
 def rope_apply_real(x, cos, sin):
-    """The official complex128 rotation (pairs (2i, 2i+1) of the head dim) in fp32."""
+    """The official complex128 rotation (pairs (2i, 2i+1) of the head dim) in fp32.
+
+    With interleaved tables (cos, sin of the full head dim, see `interleave_tables`) it
+    is written without a stack: x * cos2 + swap_pairs(x) * sin2.
+    """
+    if cos.size(-1) == x.size(-1):
+        xf = x.float()
+        swapped = xf.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+        return xf * cos + swapped * sin
     pairs = x.float().unflatten(-1, (-1, 2))
     a, b = pairs[..., 0], pairs[..., 1]
     return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2)
+
+
+def interleave_tables(cos, sin):
+    """[.., D/2] cos/sin -> [.., D] tables for the stack-free form of rope_apply_real."""
+    return (cos.repeat_interleave(2, dim=-1),
+            torch.stack([-sin, sin], dim=-1).flatten(-2))
 
 
 def _fast_self_attention(attn, x, rope_cos, rope_sin, key_mask, kernel, contiguous=False):
@@ -132,6 +146,7 @@ def _fast_self_attention(attn, x, rope_cos, rope_sin, key_mask, kernel, contiguo
 
 
 def _fast_cross_attention(attn, x, context, kernel):
+    kernel = attn.__dict__.get("_wmsub_kernel", kernel)  # apply_cross_attention_kernel
     b, n, d = x.size(0), attn.num_heads, attn.head_dim
     q = attn.norm_q(attn.q(x)).view(b, -1, n, d)
     k = attn.norm_k(attn.k(context)).view(b, -1, n, d)
@@ -221,7 +236,10 @@ def _cached_rope(model, grids, seq_len, device):
     if key not in cache:
         if len(cache) > 16:
             cache.clear()
-        cache[key] = rope_tables(model.freqs, grids, seq_len, device)
+        cos, sin = rope_tables(model.freqs, grids, seq_len, device)
+        if getattr(model, "_wmsub_rope_interleaved", False):
+            cos, sin = interleave_tables(cos, sin)
+        cache[key] = (cos, sin)
     return cache[key]
 
 
@@ -251,6 +269,21 @@ def apply_fused_qkv(model):
     return model
 
 
+def apply_cross_attention_kernel(model, name: str):
+    """A different kernel for the cross-attention (18k queries, 512 keys) only."""
+    kernel = resolve_kernel(name, next(model.parameters()).device)
+    for block in model.blocks:
+        block.cross_attn._wmsub_kernel = kernel
+    return model
+
+
+def apply_interleaved_rope(model):
+    """RoPE from [L, D] interleaved cos/sin tables (no stack in the compiled kernel)."""
+    model._wmsub_rope_interleaved = True
+    model.__dict__.pop("_wmsub_rope_cache", None)
+    return model
+
+
 def apply_contiguous_attention(model):
     """Feed SDPA [B, N, L, D]-contiguous q, k, v (written by the fused RoPE kernel)."""
     model._wmsub_contiguous_attention = True
@@ -261,9 +294,16 @@ def apply_contiguous_attention(model):
 # compile
 # --------------------------------------------------------------------------------------
 
-def apply_compile(model, mode: str | None = None):
-    """torch.compile each DiT block (shape-static: one graph per video size)."""
+def apply_compile(model, mode: str | None = None, tune_kernels: bool = False):
+    """torch.compile each DiT block (shape-static: one graph per video size).
+
+    tune_kernels: inductor's coordinate-descent tuning of the generated (norm, RoPE,
+    modulation) kernels; a longer compile, the GEMMs stay cuBLAS.
+    """
     import torch._dynamo
+    if tune_kernels:
+        import torch._inductor.config as inductor_config
+        inductor_config.coordinate_descent_tuning = True
     cfg = torch._dynamo.config
     for attr in ("cache_size_limit", "recompile_limit"):
         if hasattr(cfg, attr):
@@ -306,10 +346,12 @@ def restore_official(model):
     for block in model.blocks:
         for name in ("wmsub_qkv_weight", "wmsub_qkv_bias"):
             block.self_attn._buffers.pop(name, None)
+        block.cross_attn.__dict__.pop("_wmsub_kernel", None)
     for block in model.blocks:
         block._compiled_call_impl = None
     for attr in ("_wmsub_fast_blocks", "_wmsub_compiled", "_wmsub_attention",
-                 "_wmsub_rope_cache", "_wmsub_contiguous_attention"):
+                 "_wmsub_rope_cache", "_wmsub_contiguous_attention",
+                 "_wmsub_rope_interleaved"):
         model.__dict__.pop(attr, None)
     return model
 
