@@ -52,11 +52,12 @@ def run(cmd: str | Sequence[str], *, check: bool = True, timeout_s: float = 120,
     return proc.stdout
 
 
-def wait_for(predicate: Callable[[], T], timeout_s: float, what: str,
+def wait_for(predicate: Callable[[], T], timeout_s: float, what: str | Callable[[], str],
              interval_s: float = 0.5) -> T:
     """Poll `predicate` until it returns something truthy; return that value.
 
-    Raises TimeoutError naming `what` and the last value (or exception) seen.
+    Raises TimeoutError naming `what` (a callable is asked only then, e.g. for the queue's
+    state at the timeout) and the last value (or exception) seen.
     """
     deadline = time.monotonic() + timeout_s
     last: object = None
@@ -69,7 +70,9 @@ def wait_for(predicate: Callable[[], T], timeout_s: float, what: str,
         except Exception as exc:  # a transient sacct/squeue hiccup must not end the wait
             last = exc
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}; last: {last!r}")
+            description = what() if callable(what) else what
+            raise TimeoutError(
+                f"timed out after {timeout_s:g}s waiting for {description}; last: {last!r}")
         time.sleep(interval_s)
 
 

@@ -25,7 +25,7 @@ def _sbatch(*args: str) -> str:
 
 def _wait_state(job_id: str, state: str) -> None:
     wait_for(lambda: job_state_sacct(job_id) == state, JOB_TIMEOUT_S,
-             f"sacct to show job {job_id} {state} (squeue: {squeue_states(job_id)})")
+             lambda: f"sacct to show job {job_id} {state} (squeue: {squeue_states(job_id)})")
 
 
 def test_two_task_gpu_job_sees_its_gpus_and_completes(slurm_cluster, tmp_path):
@@ -64,7 +64,7 @@ def test_high_partition_preempts_low_job_which_is_signalled_requeued_and_finishe
     low = _sbatch("--partition=low", "--requeue", "--gres=gpu:2", "--signal=B:USR2@10",
                   f"--output={tmp_path / 'low.out'}", "--open-mode=append", str(low_script))
     wait_for(lambda: events.exists() and "waiting" in events.read_text(), JOB_TIMEOUT_S,
-             f"low job {low} to start (squeue: {squeue_states(low)})")
+             lambda: f"low job {low} to start (squeue: {squeue_states(low)})")
 
     with BeginTimeReleaser([low], interval_s=1.0) as releaser:
         high = _sbatch("--partition=high", "--gres=gpu:4", f"--output={tmp_path / 'high.out'}",
@@ -102,6 +102,8 @@ def test_query_helpers_report_unknown_jobs_and_failures_clearly(slurm_cluster):
         run(["bash", "-c", "echo oops >&2; exit 3"])
     with pytest.raises(TimeoutError, match="the impossible"):
         wait_for(lambda: False, 0.3, "the impossible", interval_s=0.1)
+    with pytest.raises(TimeoutError, match="asked late"):
+        wait_for(lambda: None, 0.2, lambda: "asked late", interval_s=0.1)
 
 
 def _free_ports(count: int) -> list[int]:
