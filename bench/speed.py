@@ -38,9 +38,9 @@ TINY_DIT = dict(REAL_DIT, dim=128, ffn_dim=256, freq_dim=32, text_dim=64, num_he
                 num_layers=2, text_len=32)
 
 def _variant(fast_blocks=False, compiled=False, attention="cudnn", batch2=False, qkv=False,
-             contiguous=False, cross="", rope2=False, tune=False):
+             rope2=False, tune=False):
     return dict(fast_blocks=fast_blocks, compile=compiled, attention=attention, batch2=batch2,
-                qkv=qkv, contiguous=contiguous, cross=cross, rope2=rope2, tune=tune)
+                qkv=qkv, rope2=rope2, tune=tune)
 
 
 VARIANTS = {
@@ -52,21 +52,16 @@ VARIANTS = {
     "fast_compile": _variant(fast_blocks=True, compiled=True),
     "fast_compile_b2": _variant(fast_blocks=True, compiled=True, batch2=True),
     "fast_compile_qkv": _variant(fast_blocks=True, compiled=True, qkv=True),
-    "fast_compile_bhld": _variant(fast_blocks=True, compiled=True, contiguous=True),
-    "fast_compile_qkv_bhld": _variant(fast_blocks=True, compiled=True, qkv=True,
-                                      contiguous=True),
-    "fast_compile_xflash": _variant(fast_blocks=True, compiled=True, cross="flash"),
-    "fast_compile_xeff": _variant(fast_blocks=True, compiled=True, cross="efficient"),
     "fast_compile_rope2": _variant(fast_blocks=True, compiled=True, rope2=True),
-    "fast_compile_combo": _variant(fast_blocks=True, compiled=True, qkv=True, cross="flash",
-                                   rope2=True),
+    # what apply_speedups gives for fast_blocks + compile
+    "fast_full": _variant(fast_blocks=True, compiled=True, qkv=True, rope2=True),
     # last: coordinate-descent tuning is a process-wide inductor setting
-    "fast_compile_combo_tuned": _variant(fast_blocks=True, compiled=True, qkv=True,
-                                         cross="flash", rope2=True, tune=True),
+    "fast_full_tuned": _variant(fast_blocks=True, compiled=True, qkv=True, rope2=True,
+                                tune=True),
 }
-QUICK = ("official_flash", "official_cudnn", "fast_eager", "fast_compile")
+QUICK = ("official_flash", "official_cudnn", "fast_eager", "fast_full")
 REFERENCE = "official_flash"
-RECOMMENDED = "fast_compile"
+RECOMMENDED = "fast_full"
 
 
 def log(*args):
@@ -132,10 +127,6 @@ def configure(model, variant):
         fast.apply_fast_blocks(model)
         if spec["qkv"]:
             fast.apply_fused_qkv(model)
-        if spec["contiguous"]:
-            fast.apply_contiguous_attention(model)
-        if spec["cross"]:
-            fast.apply_cross_attention_kernel(model, spec["cross"])
         if spec["rope2"]:
             fast.apply_interleaved_rope(model)
     if spec["compile"]:

@@ -82,7 +82,7 @@ def test_restore_official_gives_back_the_bitwise_computation():
     fast.apply_attention_kernel(model, "math")
     fast.apply_fast_blocks(model)
     fast.apply_fused_qkv(model)
-    fast.apply_contiguous_attention(model)
+    fast.apply_interleaved_rope(model)
     changed = run(model, inp)
     assert not torch.equal(changed, before)  # the fast path really ran
     fast.restore_official(model)
@@ -99,6 +99,7 @@ def test_exact_config_applies_nothing():
     before = run(model, inp)
     assert fast.apply_speedups(model, cfg.generate) is model
     assert fast.speedups_applied(model) == {"attention": None, "fast_blocks": False,
+                                            "interleaved_rope": False, "fused_qkv": False,
                                             "compile": False}
     assert torch.equal(run(model, inp), before)
 
@@ -111,6 +112,7 @@ def test_apply_speedups_follows_the_config():
     official = run(model, inp)
     fast.apply_speedups(model, cfg.generate)
     assert fast.speedups_applied(model) == {"attention": "math", "fast_blocks": True,
+                                            "interleaved_rope": True, "fused_qkv": True,
                                             "compile": False}
     assert rel_err(run(model, inp), official) < 1e-5
 
@@ -147,9 +149,7 @@ def test_all_block_options_together_match_official():
     fast.apply_attention_kernel(model, "math")
     fast.apply_fast_blocks(model)
     fast.apply_fused_qkv(model)
-    fast.apply_cross_attention_kernel(model, "math")
     fast.apply_interleaved_rope(model)
-    fast.apply_contiguous_attention(model)
     assert rel_err(run(model, inp), official) < 1e-5
 
 
@@ -159,15 +159,29 @@ def test_unknown_attention_kernel_is_a_clear_error():
         fast.apply_attention_kernel(model, "flashy")
 
 
-def test_compiled_fast_blocks_match_official():
+def test_sequence_parallel_model_keeps_official_blocks():
+    import types
+    cfg = load_config(None, ["generate.exact=false", "generate.fast_blocks=true",
+                             "generate.compile=true", "generate.attention=math"])
+    model = tiny_model(seed=21)
+    sp_forward = types.MethodType(type(model).forward, model)  # stands in for sp_dit_forward
+    model.forward = sp_forward
+    fast.apply_speedups(model, cfg.generate)
+    assert model.forward is sp_forward
+    applied = fast.speedups_applied(model)
+    assert applied["attention"] == "math" and not applied["fast_blocks"] and not applied["compile"]
+
+
+def test_compiled_fast_path_matches_official():
     # one compile (about 20-30 s on 2 cores): the graph the GPU runs, on the CPU
+    cfg = load_config(None, ["generate.exact=false", "generate.fast_blocks=true",
+                             "generate.compile=true", "generate.attention=math"])
     model = tiny_model(seed=17, num_layers=1)
     inp = ti2v_inputs(18)
     official = run(model, inp)
-    fast.apply_fast_blocks(model)
-    fast.apply_compile(model)
+    fast.apply_speedups(model, cfg.generate)
     ours = run(model, inp)
-    assert fast.speedups_applied(model)["compile"]
+    assert all(fast.speedups_applied(model).values())
     # inductor reorders the bf16 attention arithmetic: bf16 rounding, not fp32
     assert rel_err(ours, official) < 2e-3
 

@@ -14,11 +14,16 @@ What each lever changes, numerically (docs/SPEED.md has the measured errors):
   tokens) and are gathered per token, never materialising the [B, L, 6, C] fp32 tensor;
   (b) RoPE in fp32 real arithmetic from cached cos/sin tables instead of complex128.
   The result differs from the official one only by rounding.
+- `apply_interleaved_rope`: the same RoPE written without a stack (faster compiled kernel).
+- `apply_fused_qkv`: one GEMM for q, k, v (exact concatenation of the weights).
 - `apply_compile`: `torch.compile` of each block (fuses the norms, modulation, RoPE and
   residual adds into a few kernels).
+Measured and dropped (no gain on an H100): a separate cross-attention kernel,
+contiguous [B, N, L, D] attention inputs, batching cond+uncond as one batch-2 forward.
 """
 from __future__ import annotations
 
+import logging
 import types
 
 import torch
@@ -51,18 +56,16 @@ def _sdpa_backend(kernel: str):
             "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[kernel]
 
 
-def attention_bhld(q, k, v, kernel: str, mask=None, contiguous: bool = False):
+def attention_bhld(q, k, v, kernel: str, mask=None):
     """Attention on [B, L, N, D] bf16 tensors with exactly one kernel; returns [B, L, N, D].
 
     The official blocks call flash_attention with [B, L, N, D]; SDPA wants [B, N, L, D]:
-    the transposes are views that the kernels take as they are, or (`contiguous`) real
-    [B, N, L, D] copies, which a compiled block writes from the RoPE kernel for free.
+    the transposes are views, the kernels take the strides as they are (contiguous
+    [B, N, L, D] copies were measured: no gain, docs/SPEED.md).
     """
     if kernel in SDPA_KERNELS:
         from torch.nn.attention import sdpa_kernel
         q, k, v = (u.transpose(1, 2) for u in (q, k, v))
-        if contiguous:
-            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         with sdpa_kernel([_sdpa_backend(kernel)]):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return out.transpose(1, 2)
@@ -128,7 +131,7 @@ def interleave_tables(cos, sin):
             torch.stack([-sin, sin], dim=-1).flatten(-2))
 
 
-def _fast_self_attention(attn, x, rope_cos, rope_sin, key_mask, kernel, contiguous=False):
+def _fast_self_attention(attn, x, rope_cos, rope_sin, key_mask, kernel):
     b, s, n, d = *x.shape[:2], attn.num_heads, attn.head_dim
     if "wmsub_qkv_weight" in attn._buffers:  # one GEMM for q, k, v (apply_fused_qkv)
         q, k, v = F.linear(x, attn.wmsub_qkv_weight, attn.wmsub_qkv_bias).chunk(3, dim=-1)
@@ -140,13 +143,12 @@ def _fast_self_attention(attn, x, rope_cos, rope_sin, key_mask, kernel, contiguo
     half = v.dtype if v.dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
     q = rope_apply_real(q, rope_cos, rope_sin).to(half)
     k = rope_apply_real(k, rope_cos, rope_sin).to(half)
-    out = attention_bhld(q, k, v.to(half), kernel, key_mask, contiguous)
+    out = attention_bhld(q, k, v.to(half), kernel, key_mask)
     # the official flash_attention returns q's dtype, fp32 after RoPE
     return attn.o(out.float().flatten(2))
 
 
 def _fast_cross_attention(attn, x, context, kernel):
-    kernel = attn.__dict__.get("_wmsub_kernel", kernel)  # apply_cross_attention_kernel
     b, n, d = x.size(0), attn.num_heads, attn.head_dim
     q = attn.norm_q(attn.q(x)).view(b, -1, n, d)
     k = attn.norm_k(attn.k(context)).view(b, -1, n, d)
@@ -157,7 +159,7 @@ def _fast_cross_attention(attn, x, context, kernel):
 
 
 def fast_block_forward(self, x, mod_table, mod_index, rope_cos, rope_sin, key_mask,
-                       context, kernel, contiguous=False):
+                       context, kernel):
     """One WanAttentionBlock, official dtype flow, per-token modulation gathered.
 
     mod_table [U, 6, C] fp32: time projection of the U distinct timesteps;
@@ -170,7 +172,7 @@ def fast_block_forward(self, x, mod_table, mod_index, rope_cos, rope_sin, key_ma
 
     y = _fast_self_attention(
         self.self_attn, self.norm1(x).float() * (1 + scale_msa) + shift_msa,
-        rope_cos, rope_sin, key_mask, kernel, contiguous)
+        rope_cos, rope_sin, key_mask, kernel)
     x = x + y.float() * gate_msa
     x = x + _fast_cross_attention(self.cross_attn, self.norm3(x), context, kernel)
     y = self.ffn(self.norm2(x).float() * (1 + scale_mlp) + shift_mlp)
@@ -221,10 +223,8 @@ def fast_model_forward(self, x, t, context, seq_len, y=None):
         keys = torch.arange(seq_len)
         key_mask = (keys[None, :] < seq_lens[:, None]).view(-1, 1, 1, seq_len).to(device)
     kernel = getattr(self, "_wmsub_attention", "math" if device.type != "cuda" else "cudnn")
-    contiguous = bool(getattr(self, "_wmsub_contiguous_attention", False))
     for block in self.blocks:
-        x = block(x, mod_table, mod_index, rope_cos, rope_sin, key_mask, context, kernel,
-                  contiguous)
+        x = block(x, mod_table, mod_index, rope_cos, rope_sin, key_mask, context, kernel)
 
     x = self.head(x, emb_table, mod_index)
     return [u.float() for u in self.unpatchify(x, grid_sizes)]
@@ -269,24 +269,10 @@ def apply_fused_qkv(model):
     return model
 
 
-def apply_cross_attention_kernel(model, name: str):
-    """A different kernel for the cross-attention (18k queries, 512 keys) only."""
-    kernel = resolve_kernel(name, next(model.parameters()).device)
-    for block in model.blocks:
-        block.cross_attn._wmsub_kernel = kernel
-    return model
-
-
 def apply_interleaved_rope(model):
     """RoPE from [L, D] interleaved cos/sin tables (no stack in the compiled kernel)."""
     model._wmsub_rope_interleaved = True
     model.__dict__.pop("_wmsub_rope_cache", None)
-    return model
-
-
-def apply_contiguous_attention(model):
-    """Feed SDPA [B, N, L, D]-contiguous q, k, v (written by the fused RoPE kernel)."""
-    model._wmsub_contiguous_attention = True
     return model
 
 
@@ -320,13 +306,31 @@ def apply_compile(model, mode: str | None = None, tune_kernels: bool = False):
 # the whole set
 # --------------------------------------------------------------------------------------
 
+def _plain_wan_model(model) -> bool:
+    # The fast forward is single-device: a model whose forward was already replaced
+    # (Ulysses sequence parallel) or that is wrapped (FSDP) keeps the official blocks.
+    return type(model).__name__ == "WanModel" and "forward" not in model.__dict__
+
+
 def apply_speedups(model, gen_cfg):
-    """Apply the speed-ups `gen_cfg` (a GenerateConfig) switches on; exact: none."""
+    """Apply the speed-ups `gen_cfg` (a GenerateConfig) switches on; exact: none.
+
+    fast_blocks: fast blocks + interleaved RoPE + fused q/k/v (each measured to pay,
+    docs/SPEED.md); compile: torch.compile of each block. Under sequence parallelism
+    only the attention kernel applies (logged).
+    """
     if gen_cfg.exact:
         return model
     apply_attention_kernel(model, gen_cfg.attention)
+    if (gen_cfg.fast_blocks or gen_cfg.compile) and not _plain_wan_model(model):
+        logging.getLogger(__name__).warning(
+            "generate.fast_blocks/compile skipped: the DiT is sharded or its forward is "
+            "replaced (parallel=sp); use parallel=dp or cfg for the fast blocks")
+        return model
     if gen_cfg.fast_blocks:
         apply_fast_blocks(model)
+        apply_interleaved_rope(model)
+        apply_fused_qkv(model)
     if gen_cfg.compile:
         apply_compile(model)
     return model
@@ -336,6 +340,8 @@ def speedups_applied(model) -> dict:
     """What this module changed on `model`, for the engine's fingerprint."""
     return {"attention": getattr(model, "_wmsub_attention", None),
             "fast_blocks": bool(getattr(model, "_wmsub_fast_blocks", False)),
+            "interleaved_rope": bool(getattr(model, "_wmsub_rope_interleaved", False)),
+            "fused_qkv": "wmsub_qkv_weight" in model.blocks[0].self_attn._buffers,
             "compile": bool(getattr(model, "_wmsub_compiled", False))}
 
 
@@ -346,12 +352,10 @@ def restore_official(model):
     for block in model.blocks:
         for name in ("wmsub_qkv_weight", "wmsub_qkv_bias"):
             block.self_attn._buffers.pop(name, None)
-        block.cross_attn.__dict__.pop("_wmsub_kernel", None)
     for block in model.blocks:
         block._compiled_call_impl = None
     for attr in ("_wmsub_fast_blocks", "_wmsub_compiled", "_wmsub_attention",
-                 "_wmsub_rope_cache", "_wmsub_contiguous_attention",
-                 "_wmsub_rope_interleaved"):
+                 "_wmsub_rope_cache", "_wmsub_rope_interleaved"):
         model.__dict__.pop(attr, None)
     return model
 
