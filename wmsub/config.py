@@ -77,7 +77,7 @@ class GenerateConfig:
     attention: str = "auto"  # auto | flash3 | flash2 | cudnn | flash | efficient | math
     compile: bool = False  # torch.compile each DiT block (fast path)
     fast_blocks: bool = False  # bf16 modulation/RoPE instead of the official fp32 (fast path)
-    offload_t5: bool = True  # move T5 off the GPU once a video's prompts are encoded
+    offload_t5: bool = False  # move T5 off the GPU after encoding (the seed kept it: offload_model=False)
     cache_negative_prompt: bool = True  # encode the fixed negative prompt once per chunk
     vae_dtype: str = "float32"  # float32 (official) | bfloat16
     async_write: bool = False  # write the mp4 while the next video starts

@@ -202,10 +202,10 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         gen_s = time.time() - t0
         timings = dict(getattr(engine, "last_timings", {}) or {})
         record = {"engine": engine.fingerprint(), "timings": timings, "job_id": _job_id(),
-                  "chunk": self.chunk_index, "seed": cfg.generate.seed, "instance_index": inst.index}
-        from .video_io import frames_to_uint8
-        frames = frames_to_uint8(video)
-        write = lambda: self._write(inst, frames, record, store, cfg, gen_s)  # noqa: E731
+                  "chunk": self.chunk_index, "rank": ctx.rank, "seed": cfg.generate.seed,
+                  "instance_index": inst.index}
+        # the uint8 conversion (seconds at 81 frames) happens in the writer too
+        write = lambda: self._write(inst, video, record, store, cfg, gen_s)  # noqa: E731
         if cfg.generate.async_write:
             # encode this mp4 while the next video generates; at most one write in flight
             self._drain_writes()
@@ -213,9 +213,11 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         else:
             write()
 
-    def _write(self, inst, frames, record, store, cfg, gen_s):
+    def _write(self, inst, video, record, store, cfg, gen_s):
+        from .video_io import frames_to_uint8
         t1 = time.time()
         try:
+            frames = frames_to_uint8(video)
             store.write_video(inst.stem, frames, cfg.generate.fps, record)
         except Exception as e:  # noqa: BLE001 - a failed write is a recorded failure, never silent
             self._release(inst.stem)
