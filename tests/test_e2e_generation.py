@@ -182,3 +182,20 @@ def test_failing_instance_is_recorded_and_the_chunk_goes_on(tmp_path, synthetic_
     (bench / victim).write_bytes(image_bytes)
     plan = json.loads(launch("plan", "--config", "configs/smoke.yaml", "--json", *over).stdout)
     assert plan["failed"] == 1 and plan["pending"] == 0
+
+
+def test_dp_ranks_share_a_chunk_each_stem_once(tmp_path, synthetic_bench, tiny_checkpoint):
+    bench = synthetic_bench(4, seed=8)
+    over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
+        "plan.chunks": 1, "generate.parallel": "dp"})
+    launch("--config", "configs/smoke.yaml", *over, "--wait", timeout_s=900)
+    run_dir = latest_run(tmp_path / "logs")
+    rec = chunk_record(run_dir, 0)
+    assert rec["state"] == "finished" and sorted(rec["done"]) == sorted(rec["stems"]), rec
+    made = [v["stem"] for v in rec["videos"]]
+    assert sorted(made) == sorted(rec["stems"]), f"each stem exactly once: {made}"
+    records = [json.loads((tmp_path / "outputs" / ".wmsub" / "records" / f"{s}.json").read_text())
+               for s in rec["stems"]]
+    ranks = {r["rank"] for r in records}
+    assert ranks == {0, 1}, f"both dp ranks should have written videos: {ranks}"
+    _assert_all_valid(run_dir, rec["stems"])
