@@ -85,6 +85,10 @@ def test_preemption_requeues_and_resumes(tmp_path, synthetic_bench, tiny_checkpo
     rec = chunk_record(run_dir, 0)
     assert rec["restarts"] >= 1, rec
     assert sorted(rec["done"]) == sorted(rec["stems"])
+    status = json.loads(launch("status", "--logs", tmp_path / "logs", "--json").stdout)
+    (chunk,) = status["chunks"]
+    assert chunk["restarts"] >= 1 and chunk["state"] == "completed", chunk
+    assert status["totals"]["done"] == 4 == len(list((tmp_path / "outputs").glob("*.mp4")))
     made = [v["stem"] for v in rec["videos"]]
     assert len(made) == len(set(made)), f"a stem was made twice: {made}"
     for s in first_done:  # finished before the preemption: untouched
