@@ -137,8 +137,8 @@ def _launch(spec: dict, world: int, timeout: float = 240) -> list[subprocess.Com
                 p.wait()
 
 
-def _run_mode(tmp, ckpt, instances, mode, world, **extra):
-    out = tmp / mode
+def _run_mode(tmp, ckpt, instances, mode, world, tag=None, **extra):
+    out = tmp / (tag or mode)
     out.mkdir()
     spec = dict(ckpt=str(ckpt), mode=mode, out=str(out), instances=instances, **extra)
     results = _launch(spec, world)
@@ -260,7 +260,8 @@ def test_bad_distributed_environment_is_explained(monkeypatch):
 def test_sp_recovers_after_a_failure_inside_the_forward(setup):
     """A forward that raises inside an FSDP unit must not poison the next instance."""
     tmp, ckpt, instances, base = setup
-    r0, r1 = _run_mode(tmp, ckpt, instances[:2], "sp", 2, fail_first_forward=True)
+    r0, r1 = _run_mode(tmp, ckpt, instances[:2], "sp", 2, tag="sp-fail",
+                       fail_first_forward=True)
     assert set(r0["errors"]) == {"img.1"} and set(r1["errors"]) == {"img.1"}
     assert set(r0["videos"]) == {"img.2"}
     err = (r0["latents"]["img.2"] - base["latents"]["img.2"]).abs().max()
