@@ -282,8 +282,6 @@ def validate(cfg: Config) -> None:
         problems.append("generate.fps must be at least 1")
     if cfg.slurm.gpus_per_job < 1:
         problems.append("slurm.gpus_per_job must be at least 1")
-    if g.parallel in ("sp", "cfg") and cfg.slurm.gpus_per_job == 1 and g.device != "cpu":
-        pass  # one rank: sp/cfg degrade to none, which is the same computation
     if g.parallel == "cfg" and cfg.slurm.gpus_per_job not in (1, 2):
         problems.append("generate.parallel=cfg needs slurm.gpus_per_job of 1 or 2")
     if cfg.output.max_attempts < 1:

@@ -121,12 +121,11 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             engine = load_engine(cfg, ctx)
             log.info("engine loaded in %.1fs (%s)", time.time() - t0, engine.fingerprint())
             queue = _my_queue(self.instances, ctx)
-            attempts: dict[str, int] = {}
             while True:
                 inst = self._next_instance(queue, store, ctx, cfg)
                 if inst is None:
                     break
-                self._generate_one(inst, engine, store, ctx, cfg, queue, attempts)
+                self._generate_one(inst, engine, store, ctx, cfg, queue)
             self._drain_writes()
         except RankDesync as e:
             if ctx.is_writer:
@@ -166,7 +165,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             choice = _broadcast_object(choice, ctx)
         return choice
 
-    def _generate_one(self, inst, engine, store, ctx, cfg, queue, attempts):
+    def _generate_one(self, inst, engine, store, ctx, cfg, queue):
         if ctx.is_writer:
             self._progress.update(lambda r: r.update(current=inst.stem))
         t0 = time.time()
