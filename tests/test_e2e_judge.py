@@ -39,9 +39,11 @@ def test_generation_then_judge_then_report(tmp_path, synthetic_bench, tiny_check
     subprocess.run(["scancel", gen["tasks"]["1"]], check=True)
     wait_until(lambda: not squeue_ids(report_entry["job_id"]) and not squeue_ids(gen["job_id"])
                and not squeue_ids(judge_entry["job_id"]), 900, "generation, judge and report")
-    assert job_state_sacct(report_entry["job_id"]) == "COMPLETED", run_logs(run_dir)
+    def final_state(job):  # the accounting database may lag the queue by a moment
+        return wait_until(lambda: job_state_sacct(job) or None, 60, f"sacct to record {job}")
+    assert final_state(report_entry["job_id"]) == "COMPLETED", run_logs(run_dir)
     for task in judge_entry["tasks"].values():
-        assert job_state_sacct(task) == "COMPLETED", run_logs(run_dir)
+        assert final_state(task) == "COMPLETED", run_logs(run_dir)
     made = sorted(p.stem for p in (tmp_path / "outputs").glob("*.mp4"))
     assert 0 < len(made) < 6
     merged = json.loads((run_dir / "judge" / "results.json").read_text())

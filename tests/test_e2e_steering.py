@@ -45,5 +45,9 @@ def test_status_cancel_resubmit(tmp_path, synthetic_bench, tiny_checkpoint):
     assert len(list((tmp_path / "outputs").glob("*.mp4"))) == 6
     status = _status(tmp_path)
     assert status["totals"]["done"] == 6
-    assert all(c["state"] == "completed" for c in status["chunks"]), status["chunks"]
-    assert resubmitted  # the second submission covered the chunks that were cut short
+    again = {c["index"]: c for c in status["chunks"]}
+    assert entries[1]["chunks"], "the resubmission should have covered the chunks cut short"
+    for index in entries[1]["chunks"]:  # each resubmitted chunk shows its new, completed job
+        assert again[index]["job_id"] == entries[1]["tasks"][str(index)]
+        assert again[index]["state"] == "completed", again[index]
+    assert resubmitted
