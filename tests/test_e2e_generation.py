@@ -75,7 +75,7 @@ def test_preemption_requeues_and_resumes(tmp_path, synthetic_bench, tiny_checkpo
     records_dir = tmp_path / "outputs" / ".wmsub" / "records"
     before = {s: (records_dir / f"{s}.json").read_text() for s in first_done}
     mtimes = {s: (tmp_path / "outputs" / f"{s}.mp4").stat().st_mtime_ns for s in first_done}
-    high = subprocess.run(["sbatch", "--parsable", "-p", "high", "--gres=gpu:4", "-n", "1",
+    high = subprocess.run(["sbatch", "--parsable", "-p", "high", "--gres=gpu:4", "-n", "1", "-o", "/dev/null",
                            "--wrap", "sleep 3"], capture_output=True, text=True, check=True)
     high_id = high.stdout.strip().split(";")[0]
     with BeginTimeReleaser([task.split("_")[0]]):
