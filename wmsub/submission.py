@@ -5,6 +5,7 @@ Runs on a login node: no torch here. The chunk worker is pickled by reference
 """
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 import sys
@@ -59,14 +60,20 @@ def generation_executor(cfg: Config, run: RunFolder, kind: str):
         return ex
     ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=s.max_timeout_requeues,
                                 python=s.python or None)
+    ex.update_parameters(**_generation_sbatch_params(cfg, run))
+    return ex
+
+
+def _generation_sbatch_params(cfg: Config, run: RunFolder) -> dict:
+    s = cfg.slurm
+    gpus = s.gpus_per_job
     additional = {"requeue": True} if s.requeue else {}
     additional.update(s.additional)
-    ex.update_parameters(
-        job_name=f"{run.name}-gen", nodes=1, ntasks_per_node=gpus, gres=f"gpu:{gpus}",
-        cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB", time=s.time_min,
-        signal_delay_s=s.signal_delay_s, array_parallelism=s.array_parallelism,
-        setup=_setup_lines(s.setup), additional_parameters=additional, **_slurm_common(cfg))
-    return ex
+    return dict(job_name=f"{run.name}-gen", nodes=1, ntasks_per_node=gpus, gres=f"gpu:{gpus}",
+                cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB", time=s.time_min,
+                signal_delay_s=s.signal_delay_s, array_parallelism=s.array_parallelism,
+                setup=_setup_lines(s.setup), additional_parameters=additional,
+                **_slurm_common(cfg))
 
 
 def _single_gpu_executor(cfg: Config, run: RunFolder, stage: str, gpus: int, time_min: int,
@@ -152,25 +159,15 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list
 
 
 def sbatch_preview(cfg: Config, run: RunFolder, n_chunks: int) -> str:
-    """The exact sbatch script submitit would write for the generation array."""
-    kind = "slurm"
-    s = cfg.slurm
-    try:
-        ex = generation_executor(cfg, run, kind)
-        params = dict(ex.parameters)
-        command = ex._submitit_command_str
-    except RuntimeError:
-        # no srun on this machine: build the same parameters without a SlurmExecutor
-        params = {"job_name": f"{run.name}-gen", "nodes": 1, "ntasks_per_node": s.gpus_per_job,
-                  "gres": f"gpu:{s.gpus_per_job}", "cpus_per_task": s.cpus_per_task,
-                  "mem": f"{s.mem_gb}GB", "time": s.time_min, "signal_delay_s": s.signal_delay_s,
-                  "array_parallelism": s.array_parallelism, "setup": _setup_lines(s.setup),
-                  "additional_parameters": ({"requeue": True} if s.requeue else {}) | s.additional,
-                  **_slurm_common(cfg)}
-        command = " ".join([s.python or sys.executable, "-u -m submitit.core._submit",
-                            str(run.submitit_dir)])
+    """The exact sbatch script submitit would write for the generation array.
+
+    Built from the same parameters as `generation_executor`, without a SlurmExecutor, which
+    refuses to exist where there is no srun (a dry run may happen anywhere).
+    """
+    python = cfg.slurm.python or shlex.quote(sys.executable)  # as SlurmExecutor does
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(run.submitit_dir))])
     return _make_sbatch_string(command=command, folder=run.submitit_dir,
-                               map_count=max(n_chunks, 1), **params)
+                               map_count=max(n_chunks, 1), **_generation_sbatch_params(cfg, run))
 
 
 def resubmit_workers(run: RunFolder, cfg: Config) -> list[ChunkWorker]:
