@@ -35,9 +35,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-import yaml
-
-from wmsub.config import Config, config_from_dict
+from wmsub.config import Config
+from wmsub.runs import RunFolder, write_json_atomic
 from wmsub.scoring import (  # noqa: F401  (re-exported: the judge module's public API)
     ResultsError, coverage, per_video, results_from_verdicts, score, score_by_domain,
 )
@@ -90,7 +89,7 @@ def write_shards_file(run_dir, cfg: Config, stems: list[str],
             "video_dir": str(Path(cfg.output.dir).resolve()),
             "model_name": cfg.model.name,
             "stems": list(dict.fromkeys(stems))}
-    _write_json(path, data)
+    write_json_atomic(path, data)
     return path
 
 
@@ -127,7 +126,7 @@ def prepare_shard(run_dir, shard_index: int, stems: list[str], video_dir) -> Pat
             (videos / f"{stem}.mp4").symlink_to(target)
         else:
             missing.append(stem)
-    _write_json(folder / "missing.json", {"video_dir": str(video_dir), "missing": missing})
+    write_json_atomic(folder / "missing.json", {"video_dir": str(video_dir), "missing": missing})
     return folder
 
 
@@ -187,7 +186,7 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise JudgeError(f"{config_path} does not exist: run_shard needs a run folder made by submit")
-    cfg = config_from_dict(yaml.safe_load(config_path.read_text()) or {})
+    cfg = RunFolder(run_dir).load_config()
     shards = read_shards_file(run_dir)
     if not 0 <= shard_index < len(shards["shards"]):
         raise JudgeError(f"{judge_dir(run_dir) / 'shards.json'} has {len(shards['shards'])} shards; "
@@ -206,7 +205,7 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
     ran = False
     if not present:
         # nothing to judge: do not load the judge model for an empty folder
-        _write_json(official_path, {"model_name": shards["model_name"], "preds": {},
+        write_json_atomic(official_path, {"model_name": shards["model_name"], "preds": {},
                                     "accs": {"instruction": [], "physical_laws": [], "common_sense": []}})
     else:
         check_judge_setup(cfg, config_path)
@@ -239,7 +238,7 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
     status = _status(folder, shard_index, stems, result_path, ran=ran)
     status["seconds"] = time.time() - started
     status["not_in_judge_list"] = sorted(set(present) - listed)
-    _write_json(folder / "status.json", status)
+    write_json_atomic(folder / "status.json", status)
     return status
 
 
@@ -293,20 +292,13 @@ def merge_shards(run_dir) -> Path:
               [v for s, v in verdicts.items() if s not in known]
     merged = results_from_verdicts(ordered, shards["model_name"])
     out = judge_dir(run_dir) / "results.json"
-    _write_json(out, merged)
+    write_json_atomic(out, merged)
     cov = coverage(merged, order)
     cov["shards_without_result"] = absent_shards
-    _write_json(judge_dir(run_dir) / "coverage.json", cov)
+    write_json_atomic(judge_dir(run_dir) / "coverage.json", cov)
     return out
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     text = path.read_text(errors="replace").splitlines()
     return "\n".join(text[-lines:])
-
-
-def _write_json(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
-    os.replace(tmp, path)

@@ -10,11 +10,10 @@ import json
 import statistics
 from pathlib import Path
 
-import yaml
-
 from wmsub import charts
-from wmsub.config import Config, config_from_dict
+from wmsub.config import Config
 from wmsub.judge import judge_dir, merge_shards
+from wmsub.runs import RunFolder
 from wmsub.scoring import COMMON_SENSE, PHYSICS, coverage, score, score_by_domain
 
 LEADERBOARD_PATH = Path(__file__).resolve().parent / "data" / "leaderboard.json"
@@ -59,7 +58,7 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     notes: list[str] = []
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg is None and run_dir is not None and (run_dir / "config.yaml").is_file():
-        cfg = config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+        cfg = RunFolder(run_dir).load_config()
     if results_path is None:
         if run_dir is None:
             raise ValueError("write_report needs a run folder or a results file")

@@ -62,7 +62,7 @@ class RunFolder:
         os.replace(tmp, self.path / "config.yaml")
 
     def load_config(self) -> Config:
-        data = yaml.safe_load((self.path / "config.yaml").read_text())
+        data = yaml.safe_load((self.path / "config.yaml").read_text()) or {}
         return config_from_dict(data)
 
     def save_plan(self, plan_json: dict) -> None:
