@@ -65,3 +65,10 @@ def run_logs(run_dir: Path) -> str:
     for p in sorted((run_dir / "submitit").glob("*_log.*")):
         parts.append(f"==> {p.name}\n{p.read_text(errors='replace')[-3000:]}")
     return "\n".join(parts)
+
+
+def submit_smoke(tmp: Path, over: list[str]) -> tuple[Path, dict]:
+    """`launch.py --config configs/smoke.yaml OVERRIDES`; the run folder and its gen entry."""
+    launch("--config", "configs/smoke.yaml", *over)
+    run_dir = latest_run(tmp / "logs")
+    return run_dir, jobs(run_dir)[0]

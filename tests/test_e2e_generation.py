@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.e2e_helpers import (chunk_record, jobs, latest_run, launch, run_logs, smoke_overrides,
-                               squeue_ids, wait_until)
+                               squeue_ids, submit_smoke, wait_until)
 from tests.slurm_helpers import BeginTimeReleaser, job_state_sacct
 from wmsub.runs import RunFolder
 
@@ -66,9 +66,8 @@ def test_preemption_requeues_and_resumes(tmp_path, synthetic_bench, tiny_checkpo
     # one chunk, slow enough steps that the high-priority job lands mid-chunk
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 1, "generate.sampling_steps": 30, "bench.limit": 4, "slurm.time_min": 30})
-    launch("--config", "configs/smoke.yaml", *over)
-    run_dir = latest_run(tmp_path / "logs")
-    task = jobs(run_dir)[0]["tasks"]["0"]
+    run_dir, gen = submit_smoke(tmp_path, over)
+    task = gen["tasks"]["0"]
     rec = wait_until(lambda: (r := chunk_record(run_dir, 0)) and len(r.get("done", [])) >= 1 and r,
                      600, "the first video of the chunk")
     first_done = list(rec["done"])
@@ -103,9 +102,8 @@ def test_timeout_requeues_then_bound_fails(tmp_path, synthetic_bench, tiny_check
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 1, "generate.sampling_steps": 40, "slurm.time_min": 1,
         "slurm.signal_delay_s": 35, "slurm.max_timeout_requeues": 5})
-    launch("--config", "configs/smoke.yaml", *over)
-    run_dir = latest_run(tmp_path / "logs")
-    task = jobs(run_dir)[0]["tasks"]["0"]
+    run_dir, gen = submit_smoke(tmp_path, over)
+    task = gen["tasks"]["0"]
     with BeginTimeReleaser([task.split("_")[0]]):
         wait_until(lambda: not squeue_ids(task), 1200, "the timed-out chunk to complete")
     rec = chunk_record(run_dir, 0)
@@ -119,9 +117,8 @@ def test_timeout_requeues_then_bound_fails(tmp_path, synthetic_bench, tiny_check
     over2 = smoke_overrides(tmp2, bench2, tiny_checkpoint, **{
         "plan.chunks": 1, "generate.sampling_steps": 40, "slurm.time_min": 1,
         "slurm.signal_delay_s": 35, "slurm.max_timeout_requeues": 0})
-    launch("--config", "configs/smoke.yaml", *over2)
-    run2 = latest_run(tmp2 / "logs")
-    task2 = jobs(run2)[0]["tasks"]["0"]
+    run2, gen = submit_smoke(tmp2, over2)
+    task2 = gen["tasks"]["0"]
     wait_until(lambda: not squeue_ids(task2), 600, "the bounded chunk to end")
     rec2 = chunk_record(run2, 0)
     assert rec2["state"] == "failed" and "timed out" in rec2["error"], rec2
@@ -132,9 +129,8 @@ def test_scancel_then_launch_plans_only_missing(tmp_path, synthetic_bench, tiny_
     bench = synthetic_bench(6, seed=4)
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 1, "generate.sampling_steps": 30})
-    launch("--config", "configs/smoke.yaml", *over)
-    run_dir = latest_run(tmp_path / "logs")
-    task = jobs(run_dir)[0]["tasks"]["0"]
+    run_dir, gen = submit_smoke(tmp_path, over)
+    task = gen["tasks"]["0"]
     wait_until(lambda: len(chunk_record(run_dir, 0).get("done", [])) >= 2, 600, "two videos")
     subprocess.run(["scancel", task], check=True)
     wait_until(lambda: not squeue_ids(task), 120, "the cancelled chunk to leave the queue")
@@ -165,14 +161,13 @@ def test_failing_instance_is_recorded_and_the_chunk_goes_on(tmp_path, synthetic_
     bench = synthetic_bench(3, seed=6)
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 1, "output.max_attempts": 2})
-    launch("--config", "configs/smoke.yaml", *over)
+    run_dir, gen = submit_smoke(tmp_path, over)
     # the image vanishes after validation: generating that instance must fail on the node
     entries = json.loads((bench / "worldmodelbench.json").read_text())
     victim = entries[1]["first_frame"]
     image_bytes = (bench / victim).read_bytes()
     (bench / victim).unlink()
-    run_dir = latest_run(tmp_path / "logs")
-    task = jobs(run_dir)[0]["tasks"]["0"]
+    task = gen["tasks"]["0"]
     wait_until(lambda: not squeue_ids(task), 600, "the chunk to end")
     rec = chunk_record(run_dir, 0)
     stem = victim.split("/")[-1].rsplit(".", 1)[0]

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from tests.e2e_helpers import chunk_record, jobs, latest_run, launch, smoke_overrides, squeue_ids, wait_until
+from tests.e2e_helpers import (chunk_record, jobs, launch, smoke_overrides, squeue_ids,
+                               submit_smoke, wait_until)
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
@@ -18,9 +19,7 @@ def test_status_cancel_resubmit(tmp_path, synthetic_bench, tiny_checkpoint):
     bench = synthetic_bench(6, seed=11)
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 2, "generate.sampling_steps": 30})
-    launch("--config", "configs/smoke.yaml", *over)
-    run_dir = latest_run(tmp_path / "logs")
-    gen = jobs(run_dir)[0]
+    run_dir, gen = submit_smoke(tmp_path, over)
     wait_until(lambda: len(chunk_record(run_dir, 0).get("done", [])) >= 1, 600, "a first video")
 
     status = _status(tmp_path)

@@ -34,24 +34,14 @@ pytestmark = [pytest.mark.filterwarnings("ignore:CUDA is not available"),
 def rank_main() -> None:
     """One rank: load the engine in the requested mode, generate, save tensors."""
     import warnings
-    from dataclasses import dataclass
 
     from wmsub.config import load_config
     from wmsub.engines.parallel import init_distributed, shutdown
     from wmsub.engines.wan_ti2v import load_engine
+    from tests.test_engine_sampler import make_instance
 
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)  # same intra-op split in every process: comparable rounding
-
-    @dataclass(frozen=True)
-    class Inst:
-        index: int
-        stem: str
-        prompt: str
-        image: str | None
-        domain: str = "t"
-        subdomain: str = "t"
-        image_size: tuple | None = None
 
     spec = json.loads(os.environ["WMSUB_TEST_SPEC"])
     cfg = load_config(None, [f"model.checkpoint_dir={spec['ckpt']}", "generate.max_area=64*96",
@@ -65,7 +55,8 @@ def rank_main() -> None:
     if spec.get("hang_rank") == ctx.rank:
         import time
         time.sleep(600)  # a peer stuck outside the collectives (killed by the test)
-    instances = [Inst(i, s["stem"], s["prompt"], s["image"]) for i, s in enumerate(spec["instances"])]
+    instances = [make_instance(i, s["stem"], s["prompt"], s["image"])
+                 for i, s in enumerate(spec["instances"])]
     if ctx.mode == "dp":  # the worker's split, minimally
         instances = instances[ctx.group_index::ctx.num_groups]
     result = {"videos": {}, "latents": {}, "fingerprint": engine.fingerprint(), "errors": {}}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -14,22 +13,16 @@ from wmsub.engines import checkpoint, shims
 from wmsub.engines.parallel import init_distributed
 from wmsub.engines.tiny import build_tiny_checkpoint
 from wmsub.engines.wan_ti2v import best_output_size, load_engine
+from wmsub.manifest import Instance
 
 # the official code's CUDA autocast is inert on CPU and says so at every step
 pytestmark = [pytest.mark.filterwarnings("ignore:CUDA is not available"),
               pytest.mark.filterwarnings("ignore:`torch.cuda.amp.autocast")]
 
 
-@dataclass(frozen=True)
-class FakeInstance:
-    """Field-compatible with wmsub.manifest.Instance (DESIGN.md)."""
-    index: int
-    stem: str
-    prompt: str
-    image: str | None
-    domain: str = "test"
-    subdomain: str = "test"
-    image_size: tuple | None = None
+def make_instance(index: int, stem: str, prompt: str, image: str | None) -> Instance:
+    """A benchmark instance as the manifest makes them; domain and size do not matter here."""
+    return Instance(index, stem, prompt, image, "test", "test", None)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +71,7 @@ def test_engine_uses_the_official_classes(engine):
 
 
 def test_i2v_shape_range_and_determinism(engine, image_path):
-    inst = FakeInstance(0, "frame", "a red ball rolls slowly", image_path)
+    inst = make_instance(0, "frame", "a red ball rolls slowly", image_path)
     video = engine.generate(inst)
     ow, oh = best_output_size(130, 90, 32, 32, 64 * 96)
     assert video.shape == (3, 5, oh, ow) and video.dtype == torch.float32
@@ -92,10 +85,10 @@ def test_i2v_shape_range_and_determinism(engine, image_path):
 
 
 def test_prompt_and_seed_change_the_video(engine, image_path):
-    base = FakeInstance(0, "frame", "a red ball rolls slowly", image_path)
+    base = make_instance(0, "frame", "a red ball rolls slowly", image_path)
     engine.generate(base)
     latent = engine.last_latent.clone()
-    engine.generate(FakeInstance(0, "frame", "a blue car moves quickly", image_path))
+    engine.generate(make_instance(0, "frame", "a blue car moves quickly", image_path))
     assert not torch.equal(engine.last_latent, latent)
     engine.gen.seed = 7
     try:
@@ -108,14 +101,14 @@ def test_prompt_and_seed_change_the_video(engine, image_path):
 def test_t2v_shape(tiny_dir):
     cfg = _cfg(tiny_dir, "bench.prompt_mode=t2v")
     eng = load_engine(cfg, init_distributed(cfg.generate))
-    video = eng.generate(FakeInstance(1, "x", "a dog walks on the street", None))
+    video = eng.generate(make_instance(1, "x", "a dog walks on the street", None))
     w, h = eng.t2v_size()
     assert (w, h) == best_output_size(1280, 704, 32, 32, 64 * 96)
     assert video.shape == (3, 5, h, w)
 
 
 def test_negative_prompt_cache_is_bitwise_neutral(tiny_dir, engine, image_path):
-    inst = FakeInstance(0, "frame", "a cat falls", image_path)
+    inst = make_instance(0, "frame", "a cat falls", image_path)
     cached = engine.generate(inst)
     engine.generate(inst)  # second call uses the cache
     cached_again = engine.last_latent.clone()
