@@ -87,10 +87,9 @@ class ChunkWorker(submitit.helpers.Checkpointable):
                     run.chunk_record(self.chunk_index), self.chunk_index,
                     [i.stem for i in self.instances])
                 limit = run.load_config().slurm.max_timeout_requeues
-                progress.update(lambda r: r.update(
-                    state="failed", current=None,
-                    error=f"timed out more than slurm.max_timeout_requeues={limit} times: {e}"),
-                    wait_s=2.0)
+                why = f"timed out more than slurm.max_timeout_requeues={limit} times: {e}"
+                progress.update(lambda r: r.update(state="failed", current=None, error=why),
+                                wait_s=2.0)
             raise
 
     def _run(self) -> dict:
@@ -129,7 +128,8 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             self._drain_writes()
         except RankDesync as e:
             if ctx.is_writer:
-                self._progress.update(lambda r: r.update(state="failed", error=str(e), current=None))
+                why = str(e)
+                self._progress.update(lambda r: r.update(state="failed", error=why, current=None))
             raise
         finally:
             heartbeat.stop()
@@ -224,7 +224,8 @@ class ChunkWorker(submitit.helpers.Checkpointable):
                                      traceback.format_exc())
             log.error("%s: write failed (attempt %d): %s", inst.stem, n, e)
             if n >= cfg.output.max_attempts:
-                self._progress.update(lambda r: _mark_failed(r, inst.stem, str(e)))
+                why = str(e)
+                self._progress.update(lambda r: _mark_failed(r, inst.stem, why))
             return
         write_s = time.time() - t1
         store.clear_failure(inst.stem)
