@@ -36,6 +36,7 @@ def test_overrides_are_typed_and_keep_stems_as_text():
     ("generate.parallel=tp", ["generate.parallel", "sp, cfg, dp, none"]),
     ("generate.frame_num=80", ["frame_num=80", "4n+1"]),
     ("seed", ["expected key=value"]),
+    ("judge.paired=true", ["judge.paired", "not implemented"]),
 ])
 def test_bad_overrides_are_clear_errors(override, words):
     with pytest.raises(ConfigError) as e:
