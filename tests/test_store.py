@@ -158,6 +158,15 @@ def test_failures_count_until_failed_then_retry_and_clear(tmp_path):
     assert store.failures() == {} and store.scan(["a"]).pending == ["a"]
 
 
+def test_ranks_recording_one_attempt_count_it_once(tmp_path):
+    store = make_store(tmp_path, max_attempts=3)
+    assert store.record_failure("a", "injected on rank 1", "tb1", attempt="job/0/1") == 1
+    assert store.record_failure("a", "collective timed out", "tb0", attempt="job/0/1") == 1
+    assert store.record_failure("a", "again", "tb", attempt="job/0/2") == 2
+    record = store.failures()["a"]
+    assert [h["reason"] for h in record.history] == ["injected on rank 1", "again"]
+
+
 # ---- crash in the middle of a write ---------------------------------------------------------
 
 def _write_and_hang(out, stem, hook, ready):

@@ -336,15 +336,24 @@ class OutputStore:
 
     # ---- failures ----------------------------------------------------------------------
 
-    def record_failure(self, stem: str, reason: str, traceback: str = "") -> int:
-        """Count one more failed attempt at `stem`; returns the attempts so far."""
+    def record_failure(self, stem: str, reason: str, traceback: str = "",
+                       attempt: str | None = None) -> int:
+        """Count one more failed attempt at `stem`; returns the attempts so far.
+
+        `attempt` names the attempt: the ranks that made one video together may each record
+        its failure, and the same name counts once (the first reason stays).
+        """
         self.failures_dir.mkdir(parents=True, exist_ok=True)
         path = self.failures_dir / f"{stem}.json"
         old = _read_json(path) or {}
+        history = list(old.get("history") or [])
+        if attempt is not None and history and history[-1].get("attempt") == attempt:
+            return int(old.get("attempts", 0))
         attempts = int(old.get("attempts", 0)) + 1
         now = time.time()
-        history = list(old.get("history") or [])[-9:]
-        history.append({"at": now, "reason": reason, "host": this_host(), "job_id": default_job_id()})
+        history = history[-9:]
+        history.append({"at": now, "reason": reason, "host": this_host(), "job_id": default_job_id(),
+                        "attempt": attempt})
         _atomic_write_json(path, {"stem": stem, "attempts": attempts, "reason": reason,
                                   "traceback": traceback, "updated_at": now, "history": history})
         return attempts

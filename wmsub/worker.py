@@ -26,6 +26,9 @@ from .runs import RunFolder
 log = logging.getLogger("wmsub.worker")
 
 
+DESYNC_EXIT_S = 60  # time for submitit to write the failed result before the process ends
+
+
 class RankDesync(RuntimeError):
     """Ranks of one group disagree after a failure: their collectives can no longer be trusted."""
 
@@ -45,6 +48,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self._claims: dict = {}
         self._progress: ChunkProgress | None = None
         self._pending_write = None
+        self._attempts_started = 0  # names each attempt; equal on the ranks of a group
 
     # Requeues pickle this object again: keep only what the constructor took.
     def __getstate__(self):
@@ -55,6 +59,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self._claims = {}
         self._progress = None
         self._pending_write = None
+        self._attempts_started = 0
 
     # ---- submitit hooks -------------------------------------------------------------
     def checkpoint(self, *args, **kwargs):
@@ -107,6 +112,8 @@ class ChunkWorker(submitit.helpers.Checkpointable):
 
         ctx = init_distributed(cfg.generate)
         _LogContext.rank = ctx.rank
+        # one job id for the whole group (outside Slurm each rank's own differs): it names attempts
+        self._group_job = _broadcast_object(_job_id(), ctx) if ctx.group_size > 1 else _job_id()
         stems = [i.stem for i in self.instances]
         plan_stems = _chunk_plan_stems(run, self.chunk_index) or stems
         self._progress = ChunkProgress(run.chunk_record(self.chunk_index), self.chunk_index, plan_stems)
@@ -127,9 +134,10 @@ class ChunkWorker(submitit.helpers.Checkpointable):
                 self._generate_one(inst, engine, store, ctx, cfg, queue)
             self._drain_writes()
         except RankDesync as e:
-            if ctx.is_writer:
-                why = str(e)
-                self._progress.update(lambda r: r.update(state="failed", error=why, current=None))
+            # every rank says so: after a desync the writer may be the rank that is gone
+            why = str(e)
+            self._progress.update(lambda r: r.update(state="failed", error=why, current=None))
+            _exit_within(DESYNC_EXIT_S)
             raise
         finally:
             heartbeat.stop()
@@ -170,6 +178,8 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             self._progress.update(lambda r: r.update(current=inst.stem))
         t0 = time.time()
         error = None
+        self._attempts_started += 1
+        attempt = f"{self._group_job}/{os.environ.get('SLURM_RESTART_COUNT', '0')}/{self._attempts_started}"
         try:
             video = engine.generate(inst)
         except (submitit.core.utils.UncompletedJobError, KeyboardInterrupt):
@@ -177,19 +187,32 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the chunk goes on
             error = (f"{type(e).__name__}: {e}", traceback.format_exc())
             video = None
-        errors = _gather_errors(error, ctx)
-        if errors and not all(errors):
-            # one rank failed, the other did not: an engine collective was left half done
+            if ctx.group_size > 1:
+                # A peer may still wait in a collective this rank left. Under NCCL its
+                # watchdog ends that process after generate.dist_timeout_s, perhaps the
+                # writer's: record the failure now, before the next collective.
+                store.record_failure(inst.stem, error[0], error[1], attempt=attempt)
+        try:
+            errors = _gather_errors(error, ctx)
+        except Exception as e:  # noqa: BLE001 - a peer that never answers is a desync too
+            if error is None:
+                raise
+            raise RankDesync(f"{inst.stem}: failed here ({error[0]}) and a peer rank did not "
+                             f"answer ({type(e).__name__}); stopping this chunk, resubmit to continue") from e
+        if errors and (not all(errors) or len({e[0] for e in errors}) > 1):
+            # ranks failed differently (or one not at all): one of them left an engine
+            # collective half done, so the group's next collective cannot be trusted
+            first = next(e for e in errors if e)
             if ctx.is_writer:
-                store.record_failure(inst.stem, next(e for e in errors if e)[0],
-                                     next(e for e in errors if e)[1])
-            raise RankDesync(f"{inst.stem}: one rank failed ({next(e for e in errors if e)[0]}) "
-                             f"while the others did not; stopping this chunk, resubmit to continue")
+                store.record_failure(inst.stem, first[0], first[1], attempt=attempt)
+            each = "; ".join(f"rank {r}: {e[0] if e else 'no error'}" for r, e in enumerate(errors))
+            raise RankDesync(f"{inst.stem}: the ranks failed differently ({each}); "
+                             f"stopping this chunk, resubmit to continue")
         if errors:
             reason, tb = errors[0]
             if ctx.is_writer:
                 self._release(inst.stem)
-                n = store.record_failure(inst.stem, reason, tb)
+                n = store.record_failure(inst.stem, reason, tb, attempt=attempt)
                 log.error("%s failed (attempt %d/%d): %s", inst.stem, n, cfg.output.max_attempts, reason)
                 if n < cfg.output.max_attempts:
                     queue.append(inst)
@@ -359,6 +382,17 @@ def _my_queue(instances, ctx) -> list:
         rest = [i for i in instances if i not in mine]
         return mine + rest
     return list(instances) if ctx.is_writer or ctx.group_size > 1 else []
+
+
+def _exit_within(seconds: int) -> None:
+    """End this process `seconds` from now, whatever it is doing then.
+
+    Seen on 2 H100s under NCCL: after a desync the rank that survived recorded everything and
+    raised, then blocked at exit tearing down the communicator of its dead peer. SIGALRM
+    left at its default action ends the process from the kernel, with no Python left to run.
+    """
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(seconds)
 
 
 def _broadcast_object(obj, ctx):

@@ -102,7 +102,9 @@ def init_distributed(gen_cfg) -> DistContext:
             kwargs = {"device_id": device} if device.type == "cuda" else {}
             dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                     timeout=timeout, **kwargs)
-        control = dist.new_group(backend="gloo", timeout=timeout)
+        # Longer than the engine's collectives: after a failure, the ranks that left an engine
+        # collective wait here for a peer that is still inside one until its own timeout.
+        control = dist.new_group(backend="gloo", timeout=2 * timeout + datetime.timedelta(seconds=30))
         if mode in ("sp", "cfg"):
             group = dist.group.WORLD
     if mode in ("sp", "cfg") and world > 1:
