@@ -113,7 +113,8 @@ def official_sharing_modules(engine):
 
 
 def run_official(official, img, gen, prompt=PROMPT):
-    """official.generate(...) as the seed ran it; returns (video, final latent, s/step)."""
+    """official.generate(...) as the seed ran it; returns (video, final latent, s/step),
+    video and latent None on the ranks that do not decode."""
     captured = {}
     decode = official.vae.decode
 
@@ -147,6 +148,8 @@ def run_official(official, img, gen, prompt=PROMPT):
         official.vae.decode = decode
         ti2v_module.tqdm = original_tqdm
     s_per_step = (stamps[-1] - stamps[0]) / gen.sampling_steps if len(stamps) > 1 else None
+    if video is None:  # ranks > 0 under FSDP/SP: the official decodes on rank 0 only
+        return None, None, s_per_step
     return video.cpu(), captured["latent"].cpu(), s_per_step
 
 
