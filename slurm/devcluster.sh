@@ -204,10 +204,21 @@ start_munged() {
     wait_until 20 munged "$(log_file munged)" bash -c "munge -n -S '$sock' | unmunge -S '$sock'"
 }
 
+# A port that answers before our daemon runs belongs to someone else, most often the dev
+# cluster of another checkout: say so instead of waiting for a daemon that cannot bind.
+require_free_port() {  # require_free_port PORT DAEMON SETTING
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
+        die "port $1 ($2) is already taken by another process, perhaps the dev cluster of another
+    checkout: stop that one with its 'bash slurm/devcluster.sh down', or pick a free port with
+    $3=<port>"
+    fi
+}
+
 mariadb_client() { mariadb --defaults-file="$DIR/etc/my.cnf" "$@"; }
 
 start_mariadb() {
     running_pid mariadbd >/dev/null && return 0
+    require_free_port "$DB_PORT" mariadbd WMSUB_CLUSTER_DB_PORT
     local data=$DIR/mysql/data
     if [[ ! -d $data/mysql ]]; then
         rm -rf "$data"
@@ -234,6 +245,7 @@ ensure_db_user() {
 
 start_slurmdbd() {
     running_pid slurmdbd >/dev/null && return 0
+    require_free_port "$SLURMDBD_PORT" slurmdbd WMSUB_CLUSTER_SLURMDBD_PORT
     # slurmdbd finds slurmdbd.conf next to $SLURM_CONF.
     slurmdbd 9>&- || die "slurmdbd failed to start" "$(log_file slurmdbd)"
     wait_until 60 slurmdbd "$(log_file slurmdbd)" quietly_succeeds sacctmgr -n show cluster
@@ -252,12 +264,14 @@ node_state() { sinfo -h -n localhost -o %T 2>/dev/null | head -n 1; }
 
 start_slurmctld() {
     running_pid slurmctld >/dev/null && return 0
+    require_free_port "$SLURMCTLD_PORT" slurmctld WMSUB_CLUSTER_SLURMCTLD_PORT
     slurmctld -f "$SLURM_CONF" 9>&- || die "slurmctld failed to start" "$(log_file slurmctld)"
     wait_until 60 slurmctld "$(log_file slurmctld)" bash -c "scontrol ping | grep -q UP"
 }
 
 start_slurmd() {
     running_pid slurmd >/dev/null && return 0
+    require_free_port "$SLURMD_PORT" slurmd WMSUB_CLUSTER_SLURMD_PORT
     slurmd -f "$SLURM_CONF" -N localhost 9>&- || die "slurmd failed to start" "$(log_file slurmd)"
     wait_until 60 "slurmd pid file" "$(log_file slurmd)" running_pid slurmd
 }

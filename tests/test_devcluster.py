@@ -157,3 +157,20 @@ def test_down_stops_daemons_and_jobs_and_up_brings_the_cluster_back(slurm_cluste
         purge = devcluster("down", "--purge", env=env)
     assert purge.returncode == 0 and not folder.exists(), purge.stdout + purge.stderr
     assert Path("/etc/slurm/slurm.conf").read_text() == shared_conf
+
+
+def test_up_on_ports_another_cluster_holds_says_so_at_once(slurm_cluster):
+    # a second checkout's cluster on the ports of the running one: a clear error, no waiting
+    folder = Path(tempfile.mkdtemp(prefix="wmsub-devcluster-clash-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    env = {"WMSUB_CLUSTER_DIR": str(folder), "WMSUB_CLUSTER_CLIENT_CONF": ""}
+    try:
+        up = devcluster("up", env=env, timeout_s=50)  # the old wait for mariadbd was 60 s
+        assert up.returncode != 0
+        assert "port 3306 (mariadbd) is already taken" in up.stderr, up.stdout + up.stderr
+        started = daemon_pids(devcluster("status", env=env).stdout)
+        assert not any(started.get(d) for d in ("mariadbd", "slurmdbd", "slurmctld", "slurmd")), started
+    finally:
+        purge = devcluster("down", "--purge", env=env)
+    assert purge.returncode == 0 and not folder.exists(), purge.stdout + purge.stderr
+    assert "UP" in run(["scontrol", "ping"])  # the running cluster is untouched
