@@ -123,6 +123,9 @@ def test_timeout_requeues_then_bound_fails(tmp_path, synthetic_bench, tiny_check
     rec2 = chunk_record(run2, 0)
     assert rec2["state"] == "failed" and "timed out" in rec2["error"], rec2
     assert len(rec2["done"]) < len(rec2["stems"])
+    # the rank left alone when rank 0 went counts no failed attempt against the instance
+    failures = tmp2 / "outputs" / ".wmsub" / "failures"
+    assert not list(failures.glob("*.json")), [p.read_text()[:300] for p in failures.glob("*.json")]
 
 
 def test_scancel_then_launch_plans_only_missing(tmp_path, synthetic_bench, tiny_checkpoint):

@@ -177,7 +177,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         if ctx.is_writer:
             self._progress.update(lambda r: r.update(current=inst.stem))
         t0 = time.time()
-        error = None
+        error, own = None, False
         self._attempts_started += 1
         attempt = f"{self._group_job}/{os.environ.get('SLURM_RESTART_COUNT', '0')}/{self._attempts_started}"
         try:
@@ -187,24 +187,25 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         except Exception as e:  # noqa: BLE001 - every failure is recorded, the chunk goes on
             error = (f"{type(e).__name__}: {e}", traceback.format_exc())
             video = None
-            if ctx.group_size > 1:
+            own = not _is_peer_loss(e)
+            if ctx.group_size > 1 and own:
                 # A peer may still wait in a collective this rank left. Under NCCL its
                 # watchdog ends that process after generate.dist_timeout_s, perhaps the
                 # writer's: record the failure now, before the next collective.
                 store.record_failure(inst.stem, error[0], error[1], attempt=attempt)
         try:
             errors = _gather_errors(error, ctx)
-        except Exception as e:  # noqa: BLE001 - a peer that never answers is a desync too
-            if error is None:
+        except Exception as e:  # noqa: BLE001 - a peer that never answers
+            if error is None or not own:
+                # the peer left for its own reasons (preempted, timed out, crashed): it, or
+                # submitit, accounts for that; this instance did nothing wrong
                 raise
             raise RankDesync(f"{inst.stem}: failed here ({error[0]}) and a peer rank did not "
                              f"answer ({type(e).__name__}); stopping this chunk, resubmit to continue") from e
         if errors and (not all(errors) or len({e[0] for e in errors}) > 1):
             # ranks failed differently (or one not at all): one of them left an engine
-            # collective half done, so the group's next collective cannot be trusted
-            first = next(e for e in errors if e)
-            if ctx.is_writer:
-                store.record_failure(inst.stem, first[0], first[1], attempt=attempt)
+            # collective half done, so the group's next collective cannot be trusted. Each
+            # failing rank recorded its failure above.
             each = "; ".join(f"rank {r}: {e[0] if e else 'no error'}" for r, e in enumerate(errors))
             raise RankDesync(f"{inst.stem}: the ranks failed differently ({each}); "
                              f"stopping this chunk, resubmit to continue")
@@ -382,6 +383,15 @@ def _my_queue(instances, ctx) -> list:
         rest = [i for i in instances if i not in mine]
         return mine + rest
     return list(instances) if ctx.is_writer or ctx.group_size > 1 else []
+
+
+def _is_peer_loss(exc: BaseException) -> bool:
+    """A collective that failed because a peer left or timed out, not this rank's own error."""
+    import torch.distributed as dist
+    if isinstance(exc, getattr(dist, "DistError", ())):
+        return True
+    text = str(exc)
+    return any(mark in text for mark in ("gloo/transport", "NCCL", "ProcessGroup"))
 
 
 def _exit_within(seconds: int) -> None:
