@@ -290,38 +290,38 @@ def test_cancel_run_ends_every_stage_and_releases_only_its_claims(slurm_cluster,
         scancel_quietly(master, report)
 
 
-def test_status_of_350_instances_in_35_chunks_answers_within_2_seconds(slurm_cluster, tmp_path):
+def build_350_in_35(root: Path, master: str) -> tuple[RunFolder, float, int]:
+    """A run of 350 instances in 35 chunks, 300 done (also used by bench/status.py);
+    returns the run folder, its `now` and the videos finished in the last hour."""
+    chunks = {i: [f"{i:02d}-{k}.{k}" for k in range(10)] for i in range(35)}
+    # relative output.dir: resolved against the folder holding logs/
+    run_folder = make_run(root, chunks, [gen_entry(master, list(range(35)))], output_dir="outputs")
+    now = time.time()
+    outputs = root / "outputs"
+    for i, stems in chunks.items():
+        finished = stems[:9] if i < 30 else stems[:6]  # 270 + 30 = 300 done
+        for stem in finished:
+            make_done(outputs, stem)
+        # one video every 4 minutes per chunk, the newest just now: 15 per chunk in the
+        # last hour at most, but only the ones listed here count
+        videos = [{"stem": s, "seconds": 90.0, "s_per_step": 1.5,
+                   "finished_at": now - 240 * (len(finished) - k)} for k, s in enumerate(finished)]
+        write_record(run_folder, i, stems, done=finished, videos=videos,
+                     started_at=now - 7200, current=stems[len(finished)])
+    in_last_hour = sum(1 for i, stems in chunks.items()
+                       for k in range(9 if i < 30 else 6)
+                       if 240 * ((9 if i < 30 else 6) - k) <= 3600)
+    return run_folder, now, in_last_hour
+
+
+def test_status_of_350_instances_in_35_chunks_is_complete_and_consistent(slurm_cluster, tmp_path):
+    # its speed (issue: under 2 s) is measured by `python -m bench.status`, not asserted here
     master = sbatch("--hold", "--array=0-34", "-o", "/dev/null", "--wrap", "true")
     try:
-        chunks = {i: [f"{i:02d}-{k}.{k}" for k in range(10)] for i in range(35)}
-        # relative output.dir: resolved against the folder holding logs/
-        run_folder = make_run(tmp_path, chunks, [gen_entry(master, list(range(35)))],
-                              output_dir="outputs")
-        now = time.time()
+        run_folder, now, in_last_hour = build_350_in_35(tmp_path, master)
         outputs = tmp_path / "outputs"
-        for i, stems in chunks.items():
-            finished = stems[:9] if i < 30 else stems[:6]  # 270 + 30 = 300 done
-            for stem in finished:
-                make_done(outputs, stem)
-            # one video every 4 minutes per chunk, the newest just now: 15 per chunk in the
-            # last hour at most, but only the ones listed here count
-            videos = [{"stem": s, "seconds": 90.0, "s_per_step": 1.5,
-                       "finished_at": now - 240 * (len(finished) - k)} for k, s in enumerate(finished)]
-            write_record(run_folder, i, stems, done=finished, videos=videos,
-                         started_at=now - 7200, current=stems[len(finished)])
-        in_last_hour = sum(1 for i, stems in chunks.items()
-                           for k in range(9 if i < 30 else 6)
-                           if 240 * ((9 if i < 30 else 6) - k) <= 3600)
-
-        started = time.perf_counter()
         status = monitor.collect_status(run_folder.path, now=now)
-        collect_s = time.perf_counter() - started
         text = monitor.render_status(status)
-        total_s = time.perf_counter() - started
-        print(json.dumps({"benchmark": "status_350_instances_35_chunks",
-                          "collect_s": round(collect_s, 3), "collect_and_render_s": round(total_s, 3)}))
-
-        assert total_s < 2.0
         assert {"run", "chunks", "judge", "report", "totals", "sacct", "squeue_cmd"} <= set(status)
         assert {"index", "job_id", "state", "reason", "restarts", "done", "total", "current",
                 "failed", "log"} <= set(status["chunks"][0])
