@@ -333,28 +333,40 @@ def write_checkpoint(out: Path, tiny: bool) -> dict:
         from wmsub.engines.tiny import build_tiny_checkpoint
         build_tiny_checkpoint(out, seed=0)
         return {"write_s": time.perf_counter() - t0, "bytes": _folder_bytes(out)}
-    from wmsub.engines import checkpoint as ckpt_mod
-    from wmsub.engines.tiny import _build_tokenizer
-    wan_cfg = ckpt_mod.ti2v_config()
     out.mkdir(parents=True, exist_ok=True)
+    write_real_dit_vae_tokenizer(out)
+    write_real_t5(out)
+    return {"write_s": time.perf_counter() - t0, "bytes": _folder_bytes(out)}
+
+
+def write_real_dit_vae_tokenizer(out: Path) -> None:
+    """Real-size random DiT (bf16) and VAE, and the stand-in tokenizer, built on the GPU."""
+    from wmsub.engines.checkpoint import ti2v_config
+    from wmsub.engines.tiny import _build_tokenizer
+    wan_cfg = ti2v_config()
     dit = build_model(REAL_DIT, torch.device("cuda"), torch.bfloat16)
     dit.save_pretrained(str(out), safe_serialization=True)
     del dit
-    t5_mod, vae_mod = wan_module("modules.t5"), wan_module("modules.vae2_2")
-    t5 = t5_mod.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=torch.bfloat16,
-                         device="cuda")
-    torch.save({k: v.cpu() for k, v in t5.state_dict().items()}, out / wan_cfg.t5_checkpoint)
-    del t5
     with torch.device("cuda"):
-        vae = vae_mod.WanVAE_(dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                              attn_scales=[], temperal_downsample=[False, True, True],
-                              dropout=0.0)
+        vae = wan_module("modules.vae2_2").WanVAE_(
+            dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+            temperal_downsample=[False, True, True], dropout=0.0)
     torch.save({k: v.cpu() for k, v in vae.state_dict().items()}, out / wan_cfg.vae_checkpoint)
     del vae
     # a small tokenizer stands in for google/umt5-xxl (unreachable here); ids < 160
     _build_tokenizer(out / wan_cfg.t5_tokenizer)
     torch.cuda.empty_cache()
-    return {"write_s": time.perf_counter() - t0, "bytes": _folder_bytes(out)}
+
+
+def write_real_t5(out: Path) -> None:
+    """The real-size random umt5-xxl encoder (bf16), built on the GPU."""
+    from wmsub.engines.checkpoint import ti2v_config
+    wan_cfg = ti2v_config()
+    t5 = wan_module("modules.t5").umt5_xxl(encoder_only=True, return_tokenizer=False,
+                                           dtype=torch.bfloat16, device="cuda")
+    torch.save({k: v.cpu() for k, v in t5.state_dict().items()}, out / wan_cfg.t5_checkpoint)
+    del t5
+    torch.cuda.empty_cache()
 
 
 def _folder_bytes(path: Path) -> int:

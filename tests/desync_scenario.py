@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,14 @@ REPO = Path(__file__).resolve().parents[1]
 INJECTED = "injected failure on one rank mid-video"
 
 
-def prepare(tmp: Path, bench: Path, ckpt: Path, device: str, timeout_s: int,
-            parallel: str = "sp") -> dict:
+def prepare(tmp: Path, bench: Path, ckpt: Path, device: str, timeout_s: int) -> dict:
     """A run folder with its config; returns the spec the ranks read."""
     from wmsub.config import load_config
     from wmsub.runs import create_run
     cfg = load_config(str(REPO / "configs" / "smoke.yaml"), [
         f"bench.root={bench}", f"model.checkpoint_dir={ckpt}", f"run.logs_dir={tmp / 'logs'}",
         f"output.dir={tmp / 'outputs'}", "bench.limit=2", f"generate.device={device}",
-        f"generate.parallel={parallel}", f"generate.dist_timeout_s={timeout_s}",
+        "generate.parallel=sp", f"generate.dist_timeout_s={timeout_s}",
         "run.name=desync"])
     run = create_run(cfg, None)
     return {"run_dir": str(run.path), "fail_rank": 1, "fail_step": 2}
@@ -57,14 +55,9 @@ def rank_main() -> None:
     ChunkWorker(spec["run_dir"], 0, instances)()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def launch(spec: dict, wait_s: float) -> dict:
     """Start both ranks, wait at most `wait_s`; what happened, as a dict."""
+    from tests.test_engine_parallel import _free_port
     port = _free_port()
     procs = []
     t0 = time.time()

@@ -42,8 +42,8 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
 
-from tools.verify_official import (PROMPT, bitwise_equal, import_official_ti2v,  # noqa: E402
-                                   max_abs_diff, run_official, synthetic_image)
+from tools.verify_official import (PROMPT, compare, import_official_ti2v,  # noqa: E402
+                                   run_official, synthetic_image)
 
 SEED_S_PER_STEP = 1.44  # the seed: 2x H100 NVL, FSDP + Ulysses, 704x1280x81
 
@@ -81,54 +81,37 @@ def no_random_init():
 
 def write_checkpoint(ckpt: Path, rank: int, tiny: bool) -> dict:
     """Rank 0 writes DiT, VAE and tokenizer, rank 1 the T5 (the largest file) meanwhile."""
-    from bench.speed import REAL_DIT, build_model
-    from wmsub.engines.checkpoint import ti2v_config
-    from wmsub.engines.shims import wan_module
-    from wmsub.engines.tiny import _build_tokenizer, build_tiny_checkpoint
+    from bench.speed import _folder_bytes, write_real_dit_vae_tokenizer, write_real_t5
+    from wmsub.engines.tiny import build_tiny_checkpoint
     t0 = time.perf_counter()
     done = ckpt / ".complete"
     if not done.exists():
+        ckpt.mkdir(parents=True, exist_ok=True)
         if tiny:
             if rank == 0:
                 build_tiny_checkpoint(ckpt, seed=0)
+        elif rank == 0:
+            write_real_dit_vae_tokenizer(ckpt)
         else:
-            ckpt.mkdir(parents=True, exist_ok=True)
-            wan_cfg, dev = ti2v_config(), torch.device("cuda")
-            if rank == 0:
-                build_model(REAL_DIT, dev, torch.bfloat16).save_pretrained(str(ckpt), safe_serialization=True)
-                torch.manual_seed(2)
-                with dev:
-                    vae = wan_module("modules.vae2_2").WanVAE_(
-                        dim=160, dec_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
-                        attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
-                torch.save({k: v.cpu() for k, v in vae.state_dict().items()}, ckpt / wan_cfg.vae_checkpoint)
-                _build_tokenizer(ckpt / wan_cfg.t5_tokenizer)
-            else:
-                torch.manual_seed(1)
-                t5 = wan_module("modules.t5").umt5_xxl(encoder_only=True, return_tokenizer=False,
-                                                       dtype=wan_cfg.t5_dtype, device=dev)
-                torch.save({k: v.cpu() for k, v in t5.state_dict().items()}, ckpt / wan_cfg.t5_checkpoint)
-        free()
+            write_real_t5(ckpt)
         dist.barrier()
         if rank == 0:
             done.write_text("ok\n")
     dist.barrier()
-    size = sum(f.stat().st_size for f in ckpt.rglob("*") if f.is_file())
-    return {"write_s": round(time.perf_counter() - t0, 2), "bytes": size}
+    return {"write_s": round(time.perf_counter() - t0, 2), "bytes": _folder_bytes(ckpt)}
 
 
-def make_cfg(args, mode: str, **extra):
+def make_cfg(args, mode: str):
     from wmsub.config import load_config
     keys = {"model.checkpoint_dir": args.ckpt, "generate.parallel": mode,
             "generate.sampling_steps": args.steps, "generate.frame_num": args.frames,
             "generate.max_area": args.max_area, "generate.attention": args.attention,
             "generate.device": "cpu" if args.tiny else "cuda", "generate.offload_t5": "false",
             "generate.dist_timeout_s": 180}
-    keys.update(extra)
     return load_config(None, [f"{k}={v}" for k, v in keys.items()])
 
 
-def video_time(timings: dict, steps: int, full_steps: int) -> dict:
+def video_time(timings: dict, full_steps: int) -> dict:
     """One video's GPU stages, with the denoising scaled from `steps` to `full_steps`."""
     steps_s = timings["s_per_step"] * full_steps
     total = timings["text_s"] + timings["image_s"] + steps_s + timings["decode_s"]
@@ -147,7 +130,7 @@ def sample(engine, img, seed):
     return video, latent, wall, dict(engine.last_timings)
 
 
-def phase_official_sp(args, ctx, img, res):
+def phase_official_sp(args, ctx, img):
     from wmsub.engines.checkpoint import ti2v_config
     from wmsub.engines.shims import install_attention
     WanTI2V = import_official_ti2v()
@@ -215,19 +198,17 @@ def main_phases(args) -> dict:
     full = args.full_steps
 
     # 1. sp: the official class against ours
-    latent_off = video_off = None
-    if args.skip_sp:
-        pass
-    elif not args.tiny:
-        try:
-            video_off, latent_off, res["official_sp"] = phase_official_sp(args, ctx, img, res)
-        except Exception as e:  # noqa: BLE001 - keep the other phases' numbers
-            res["official_sp"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
-            free()
-        log(f"official sp {res['official_sp']}")
-        save()
-        dist.barrier()
     if not args.skip_sp:
+        latent_off = video_off = None
+        if not args.tiny:
+            try:
+                video_off, latent_off, res["official_sp"] = phase_official_sp(args, ctx, img)
+            except Exception as e:  # noqa: BLE001 - keep the other phases' numbers
+                res["official_sp"] = {"error": f"{type(e).__name__}: {e}"[:2000]}
+                free()
+            log(f"official sp {res['official_sp']}")
+            save()
+            dist.barrier()
         sp_phase(args, img, rank, full, latent_off, video_off, res)
         save()
     if not args.skip_cfg:
@@ -240,13 +221,10 @@ def main_phases(args) -> dict:
 def sp_phase(args, img, rank, full, latent_off, video_off, res):
     engine, video, latent, wall, timings, load_s = phase_ours(args, "sp", img)
     res["sp"] = {"load_s": round(load_s, 1), "wall_s": round(wall, 2),
-                 **video_time(timings, args.steps, full)}
+                 **video_time(timings, full)}
     res["sp"]["videos_per_hour_per_job"] = per_job(res["sp"]["video_s"], 1)
     if rank == 0 and latent_off is not None:
-        res["sp_vs_official"] = {"equal_latent": bitwise_equal(latent, latent_off),
-                                 "equal_video": bitwise_equal(video, video_off),
-                                 "max_abs_diff_latent": max_abs_diff(latent, latent_off),
-                                 "max_abs_diff_video": max_abs_diff(video, video_off),
+        res["sp_vs_official"] = {**compare(latent, video, latent_off, video_off),
                                  "latent_absmax": float(latent.abs().max())}
     log(f"ours sp {res['sp']} {res.get('sp_vs_official')}")
     del engine, video, latent
@@ -257,18 +235,15 @@ def cfg_phases(args, img, rank, world, full, res, save, t_start):
     # 2. cfg against none, and 3. dp, on one load of the unsharded modules
     engine, video_cfg, latent_cfg, wall, timings, load_s = phase_ours(args, "cfg", img)
     res["cfg"] = {"load_s": round(load_s, 1), "wall_s": round(wall, 2),
-                  **video_time(timings, args.steps, full)}
+                  **video_time(timings, full)}
     res["cfg"]["videos_per_hour_per_job"] = per_job(res["cfg"]["video_s"], 1)
     save()
     dist.barrier()
     if rank == 0:
         as_mode(engine, "none", rank, world)
         video_none, latent_none, wall, timings = sample(engine, img, 42)
-        res["none"] = {"wall_s": round(wall, 2), **video_time(timings, args.steps, full)}
-        res["cfg_vs_none"] = {"equal_latent": bitwise_equal(latent_cfg, latent_none),
-                              "equal_video": bitwise_equal(video_cfg, video_none),
-                              "max_abs_diff_latent": max_abs_diff(latent_cfg, latent_none),
-                              "max_abs_diff_video": max_abs_diff(video_cfg, video_none)}
+        res["none"] = {"wall_s": round(wall, 2), **video_time(timings, full)}
+        res["cfg_vs_none"] = compare(latent_cfg, video_cfg, latent_none, video_none)
         log(f"cfg vs none {res['cfg_vs_none']}")
         save()
     dist.barrier()
@@ -277,7 +252,7 @@ def cfg_phases(args, img, rank, world, full, res, save, t_start):
     def dp_round(name):
         _, _, wall, timings = sample(engine, img, 42 + rank)
         both = [None, None]
-        dist.all_gather_object(both, {"wall_s": wall, **video_time(timings, args.steps, full)})
+        dist.all_gather_object(both, {"wall_s": wall, **video_time(timings, full)})
         slowest = max(b["video_s"] for b in both)
         res[name] = {"ranks": both, "videos_per_hour_per_job": per_job(slowest, 2)}
         log(f"{name} {res[name]}")

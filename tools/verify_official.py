@@ -168,6 +168,14 @@ def max_abs_diff(a, b) -> float:
     return float((a.double() - b.double()).abs().nan_to_num(float("inf")).max())
 
 
+def compare(latent_a, video_a, latent_b, video_b) -> dict:
+    """Bitwise equality and max abs difference of two runs' final latents and videos."""
+    return {"equal_latent": bitwise_equal(latent_a, latent_b),
+            "equal_video": bitwise_equal(video_a, video_b),
+            "max_abs_diff_latent": max_abs_diff(latent_a, latent_b),
+            "max_abs_diff_video": max_abs_diff(video_a, video_b)}
+
+
 def synthetic_image(width=1600, height=880, seed=0):
     """A deterministic first frame (1600x880 -> resized and cropped to 1280x704)."""
     import numpy as np
@@ -313,11 +321,8 @@ def main(argv=None) -> int:
     _log(f"ours done: {result['ours_total_s']:.1f}s; comparing")
 
     result["video_shape"] = list(video_ours.shape)
-    result["equal_latent"] = bitwise_equal(latent_ours, latent_off)
-    result["equal_video"] = bitwise_equal(video_ours, video_off)
+    result.update(compare(latent_ours, video_ours, latent_off, video_off))
     result["equal"] = result["equal_latent"] and result["equal_video"]
-    result["max_abs_diff_latent"] = max_abs_diff(latent_ours, latent_off)
-    result["max_abs_diff_video"] = max_abs_diff(video_ours, video_off)
     result["latent_nan"] = int(latent_ours.isnan().sum())
     result["latent_absmax"] = float(latent_ours.abs().max())
     text = json.dumps(result, indent=1, default=str)
