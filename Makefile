@@ -5,13 +5,19 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.wmsub-installed
 PYTEST_ARGS ?=
 
-.PHONY: test demo venv cluster cluster-down checkpoint clean
+.PHONY: test unit e2e demo venv cluster cluster-down checkpoint clean
 
 test: $(STAMP) cluster
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest tests/unit tests/e2e $(PYTEST_ARGS)
+
+unit: $(STAMP)            # no cluster needed
+	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
+
+e2e: $(STAMP) cluster     # real Slurm on the dev cluster
+	$(VPY) -m pytest tests/e2e $(PYTEST_ARGS)
 
 demo: $(STAMP) cluster
-	$(VPY) -m wmsub.demo
+	$(VPY) -m wmsub.dev.demo
 
 venv: $(STAMP)
 

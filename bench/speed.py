@@ -26,8 +26,9 @@ import torch.nn.functional as F
 if __package__ in (None, ""):  # `python bench/speed.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from wmsub.engines import fast  # noqa: E402
-from wmsub.engines.shims import install_attention, wan_module  # noqa: E402
+from wmsub.node.engines import fast  # noqa: E402
+from wmsub.node.engines.attention import install_attention  # noqa: E402
+from wmsub.node.engines.shims import wan_module  # noqa: E402
 
 REAL_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48, dim=3072,
                 ffn_dim=14336, freq_dim=256, text_dim=4096, out_dim=48, num_heads=24,
@@ -312,7 +313,7 @@ def trajectory(model, variant, inputs, steps, shift=5.0):
 
 
 # --------------------------------------------------------------------------------------
-# whole video + chunk start, through the engine (wmsub.engines.wan_ti2v)
+# whole video + chunk start, through the engine (wmsub.node.engines.wan_ti2v)
 # --------------------------------------------------------------------------------------
 
 ENGINE_SETTINGS = {
@@ -330,7 +331,7 @@ def write_checkpoint(out: Path, tiny: bool) -> dict:
     """A checkpoint folder in the official layout: real sizes with random weights."""
     t0 = time.perf_counter()
     if tiny:
-        from wmsub.engines.tiny import build_tiny_checkpoint
+        from wmsub.dev.checkpoints import build_tiny_checkpoint
         build_tiny_checkpoint(out, seed=0)
         return {"write_s": time.perf_counter() - t0, "bytes": _folder_bytes(out)}
     out.mkdir(parents=True, exist_ok=True)
@@ -341,8 +342,8 @@ def write_checkpoint(out: Path, tiny: bool) -> dict:
 
 def write_real_dit_vae_tokenizer(out: Path) -> None:
     """Real-size random DiT (bf16) and VAE, and the stand-in tokenizer, built on the GPU."""
-    from wmsub.engines.checkpoint import ti2v_config
-    from wmsub.engines.tiny import _build_tokenizer
+    from wmsub.node.engines.checkpoint import ti2v_config
+    from wmsub.dev.checkpoints import _build_tokenizer
     wan_cfg = ti2v_config()
     dit = build_model(REAL_DIT, torch.device("cuda"), torch.bfloat16)
     dit.save_pretrained(str(out), safe_serialization=True)
@@ -360,7 +361,7 @@ def write_real_dit_vae_tokenizer(out: Path) -> None:
 
 def write_real_t5(out: Path) -> None:
     """The real-size random umt5-xxl encoder (bf16), built on the GPU."""
-    from wmsub.engines.checkpoint import ti2v_config
+    from wmsub.node.engines.checkpoint import ti2v_config
     wan_cfg = ti2v_config()
     t5 = wan_module("modules.t5").umt5_xxl(encoder_only=True, return_tokenizer=False,
                                            dtype=torch.bfloat16, device="cuda")
@@ -381,8 +382,9 @@ def chunk_run(args) -> dict:
     from PIL import Image
 
     from wmsub.config import load_config
-    from wmsub.engines.parallel import init_distributed
-    from wmsub.engines.wan_ti2v import load_engine
+    from wmsub.node.engines.parallel import init_distributed
+    from wmsub.node.engines.wan_ti2v import load_engine
+    from wmsub.node.worker import sample_instance
     res = {"mode": args.mode, "python_start_s": t_imports - t_start}
     overrides = [f"model.checkpoint_dir={args.chunk_run}", "generate.parallel=none",
                  f"generate.sampling_steps={args.video_steps}",
@@ -415,7 +417,7 @@ def chunk_run(args) -> dict:
     frame = np.clip(frame + rng.randint(0, 20, frame.shape), 0, 255).astype(np.uint8)
     Image.fromarray(frame).save(img_path)
 
-    class Inst:  # field-compatible with wmsub.manifest.Instance
+    class Inst:  # field-compatible with wmsub.benchmark.manifest.Instance
         index, stem, domain, subdomain, image_size = 0, "bench", "bench", "bench", (1280, 720)
         prompt = "a robot arm slowly moves a red ball on the table"
         image = str(img_path)
@@ -423,7 +425,7 @@ def chunk_run(args) -> dict:
     videos = []
     for i in range(args.videos):
         t0 = time.time()
-        video = engine.generate(Inst)
+        video = sample_instance(engine, Inst, engine.gen.seed)
         stage = dict(engine.last_timings)
         stage["generate_s"] = time.time() - t0
         if i == 0:
@@ -447,7 +449,7 @@ def chunk_run(args) -> dict:
 
 def _time_mp4(video, path):
     try:
-        from wmsub.video_io import frames_to_uint8, write_mp4
+        from wmsub.state.video_io import frames_to_uint8, write_mp4
         t0 = time.time()
         write_mp4(path, frames_to_uint8(video), 24)
         return time.time() - t0, None

@@ -18,8 +18,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.test_monitor import build_350_in_35, sbatch, scancel_quietly  # noqa: E402
-from wmsub import monitor  # noqa: E402
+from tests.helpers.monitor import build_350_in_35, sbatch, scancel_quietly  # noqa: E402
+from wmsub.login import monitor, views  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
                 t0 = time.perf_counter()
                 status = monitor.collect_status(run_folder.path, now=now)
                 collect.append(time.perf_counter() - t0)
-                monitor.render_status(status)
+                views.render_status(status)
                 total.append(time.perf_counter() - t0)
     finally:
         scancel_quietly(master)

@@ -1,7 +1,7 @@
 """Shared pytest fixtures. Keep helpers in their own modules (e.g. tests/slurm_helpers.py)."""
 import pytest
 
-from tests.slurm_helpers import DevCluster, start_devcluster
+from tests.helpers.slurm import DevCluster, start_devcluster
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_checkpoint(tmp_path_factory) -> Path:
     """A random-weight Wan2.2-TI2V checkpoint folder in the official layout, tiny sizes."""
     out = tmp_path_factory.mktemp("ckpt") / "tiny"
-    subprocess.run([sys.executable, "-m", "wmsub.engines.tiny", str(out)], check=True, cwd=REPO,
+    subprocess.run([sys.executable, "-m", "wmsub.dev.checkpoints", str(out)], check=True, cwd=REPO,
                    stdout=subprocess.DEVNULL)
     return out
 
@@ -36,7 +36,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture
 def synthetic_bench(tmp_path):
     """`synthetic_bench(n)` writes an n-instance benchmark in the official format."""
-    from wmsub.synthetic import write_synthetic_benchmark
+    from wmsub.dev.synthetic import write_synthetic_benchmark
 
     def make(n: int = 6, seed: int = 0) -> Path:
         return write_synthetic_benchmark(tmp_path / f"bench{n}-{seed}", n=n, seed=seed)

@@ -82,7 +82,7 @@ def no_random_init():
 def write_checkpoint(ckpt: Path, rank: int, tiny: bool) -> dict:
     """Rank 0 writes DiT, VAE and tokenizer, rank 1 the T5 (the largest file) meanwhile."""
     from bench.speed import _folder_bytes, write_real_dit_vae_tokenizer, write_real_t5
-    from wmsub.engines.tiny import build_tiny_checkpoint
+    from wmsub.dev.checkpoints import build_tiny_checkpoint
     t0 = time.perf_counter()
     done = ckpt / ".complete"
     if not done.exists():
@@ -131,8 +131,8 @@ def sample(engine, img, seed):
 
 
 def phase_official_sp(args, ctx, img):
-    from wmsub.engines.checkpoint import ti2v_config
-    from wmsub.engines.shims import install_attention
+    from wmsub.node.engines.checkpoint import ti2v_config
+    from wmsub.node.engines.attention import install_attention
     WanTI2V = import_official_ti2v()
     t0 = time.perf_counter()
     with no_random_init():
@@ -148,8 +148,8 @@ def phase_official_sp(args, ctx, img):
 
 
 def phase_ours(args, mode, img):
-    from wmsub.engines.parallel import init_distributed
-    from wmsub.engines.wan_ti2v import load_engine
+    from wmsub.node.engines.parallel import init_distributed
+    from wmsub.node.engines.wan_ti2v import load_engine
     cfg = make_cfg(args, mode)
     t0 = time.perf_counter()
     engine = load_engine(cfg, init_distributed(cfg.generate))
@@ -161,7 +161,7 @@ def phase_ours(args, mode, img):
 def as_mode(engine, mode: str, rank: int, world: int):
     """The loaded cfg engine as `none` (one GPU) or `dp` (every rank alone): the same
     unsharded modules, a context of one rank."""
-    from wmsub.engines.parallel import DistContext
+    from wmsub.node.engines.parallel import DistContext
     engine.ctx = DistContext(rank, world, rank, engine.device, group_size=1, group_index=rank,
                              num_groups=world, group=None, control_group=None, is_writer=True,
                              mode=mode)
@@ -174,7 +174,7 @@ def per_job(video_s: float, videos_at_once: int) -> float:
 
 
 def main_phases(args) -> dict:
-    from wmsub.engines.parallel import init_distributed
+    from wmsub.node.engines.parallel import init_distributed
     t_start = time.time()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.backends.cudnn.deterministic = True
@@ -262,21 +262,21 @@ def cfg_phases(args, img, rank, world, full, res, save, t_start):
     want_fast = [args.fast and time.time() - t_start < args.fast_if_before_s]
     dist.broadcast_object_list(want_fast, src=0)
     if want_fast[0]:
-        from wmsub.engines.shims import install_attention
+        from wmsub.node.engines.attention import install_attention
         engine.gen.exact, engine.gen.fast_blocks, engine.gen.compile = False, True, not args.tiny
         engine.gen.attention = "auto"
         engine.gen.cache_negative_prompt = True
         install_attention("auto", engine.device)
-        engine._apply_fast_path()
+        engine.apply_fast_path()
         res["dp_fast_speedups"] = engine.speedups
         dp_round("dp_fast_compiling")  # the first video of each size pays the compile
         dp_round("dp_fast")
 
 
 def failure_run(args) -> dict:
-    from tests.desync_scenario import launch, outcome, prepare
-    from wmsub.engines.tiny import build_tiny_checkpoint
-    from wmsub.synthetic import write_synthetic_benchmark
+    from tests.helpers.desync_scenario import launch, outcome, prepare
+    from wmsub.dev.checkpoints import build_tiny_checkpoint
+    from wmsub.dev.synthetic import write_synthetic_benchmark
     tmp = Path(args.failure_dir)
     tmp.mkdir(parents=True, exist_ok=True)
     ckpt = build_tiny_checkpoint(tmp / "tiny_ckpt", seed=0)

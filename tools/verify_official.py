@@ -32,7 +32,7 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from wmsub.engines.shims import wan_module  # noqa: E402
+from wmsub.node.engines.shims import wan_module  # noqa: E402
 
 PROMPT = "A red ball rolls across a wooden table and falls onto the floor."
 
@@ -48,7 +48,7 @@ def _torchvision_stand_in():
         return
     except Exception:  # noqa: BLE001 - broken or absent torchvision
         pass
-    from wmsub.engines.wan_ti2v import to_tensor
+    from wmsub.node.engines.wan_ti2v import to_tensor
     saved = {k: v for k, v in sys.modules.items() if k == "torchvision" or k.startswith("torchvision.")}
     tv = types.ModuleType("torchvision")
     tv.transforms = types.ModuleType("torchvision.transforms")
@@ -81,7 +81,7 @@ class _CpuTextEncoder:
         self.model = inner.model
 
     def __call__(self, texts, device):
-        from wmsub.engines.shims import cpu_context
+        from wmsub.node.engines.shims import cpu_context
         return cpu_context(self.inner(texts, device))
 
 
@@ -196,8 +196,8 @@ REAL_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48
 
 def write_real_size_checkpoint(out: Path, seed: int = 0) -> dict:
     """Random weights at the official sizes, official layout and dtypes. Skips if done."""
-    from wmsub.engines.checkpoint import ti2v_config
-    from wmsub.engines.tiny import _build_tokenizer, _randomize
+    from wmsub.node.engines.checkpoint import ti2v_config
+    from wmsub.dev.checkpoints import _build_tokenizer, _randomize
     done = out / ".complete"
     if done.is_file():
         return json.loads(done.read_text())
@@ -264,10 +264,10 @@ def main(argv=None) -> int:
     torch.backends.cudnn.benchmark = False
 
     from wmsub.config import load_config
-    from wmsub.engines.checkpoint import ti2v_config
-    from wmsub.engines.parallel import init_distributed
-    from wmsub.engines.shims import install_attention
-    from wmsub.engines.wan_ti2v import load_engine
+    from wmsub.node.engines.checkpoint import ti2v_config
+    from wmsub.node.engines.parallel import init_distributed
+    from wmsub.node.engines.attention import install_attention
+    from wmsub.node.engines.wan_ti2v import load_engine
 
     result = {"steps": args.steps, "frames": args.frames, "max_area": args.max_area,
               "attention": args.attention, "torch": str(torch.__version__),

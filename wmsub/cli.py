@@ -9,7 +9,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import ConfigError, absolutize_paths, load_config
+from wmsub.config import ConfigError, absolutize_paths, load_config
 
 DEFAULT_CONFIG = "configs/wan22_ti2v_5b.yaml"
 COMMANDS = ("run", "plan", "status", "cancel", "resubmit", "report")
@@ -79,9 +79,9 @@ def _load(args):
 
 
 def _plan_or_exit(cfg):
-    from .manifest import ManifestError
-    from .planner import build_plan
-    from .store import SettingsMismatch
+    from wmsub.benchmark.manifest import ManifestError
+    from wmsub.login.planner import build_plan
+    from wmsub.state.store import SettingsMismatch
     try:
         return build_plan(cfg)
     except ManifestError as e:
@@ -91,35 +91,27 @@ def _plan_or_exit(cfg):
     return None
 
 
-def _plan_json(plan) -> dict:
-    data = plan.to_json()
-    instances = list(getattr(plan, "instances", []))
-    data["stems"] = [i.stem for i in instances]
-    data["domains"] = {i.stem: i.domain for i in instances}
-    return data
-
-
 def cmd_plan(args) -> int:
-    from .planner import format_plan
+    from wmsub.login.views import format_plan
     cfg, _ = _load(args)
     plan = _plan_or_exit(cfg)
     if plan is None:
         return 1
-    print(json.dumps(_plan_json(plan)) if args.json else format_plan(plan, cfg))
+    print(json.dumps(plan.record().to_json()) if args.json else format_plan(plan, cfg))
     return 0
 
 
 def cmd_run(args) -> int:
-    from . import submission
-    from .planner import format_plan
-    from .runs import create_run, RunFolder
+    from wmsub.login import submission
+    from wmsub.login.views import format_plan
+    from wmsub.state.runs import create_run, RunFolder
     cfg, path = _load(args)
     plan = _plan_or_exit(cfg)
     if plan is None:
         return 1
     print(format_plan(plan, cfg))
     if cfg.judge.enabled:
-        from .judge import JudgeError, check_judge_setup
+        from wmsub.score.judge import JudgeError, check_judge_setup
         try:
             check_judge_setup(cfg, Path(path))
         except JudgeError as e:
@@ -134,7 +126,7 @@ def cmd_run(args) -> int:
         print("nothing to generate: every instance is done (or failed too often; see plan).")
         return 0
     run = create_run(cfg, path)
-    run.save_plan(_plan_json(plan))
+    run.save_plan(plan.record())
     kind = submission.executor_kind(cfg, args.local)
     workers = submission.chunk_workers(run, plan)
     entry, jobs = submission.submit_generation(cfg, run, workers, kind)
@@ -151,8 +143,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_resubmit(args) -> int:
-    from . import submission
-    from .runs import find_run
+    from wmsub.login import submission
+    from wmsub.state.runs import find_run
     run = find_run(args.logs, args.run)
     cfg = run.load_config()
     workers = submission.resubmit_workers(run, cfg)
@@ -171,8 +163,9 @@ def cmd_resubmit(args) -> int:
 def _wait(run, jobs, kind: str) -> int:
     """Wait for the generation jobs, then show the run (local runs always wait: their
     processes belong to this session)."""
-    from . import submission
-    from .monitor import collect_status, render_status
+    from wmsub.login import submission
+    from wmsub.login.monitor import collect_status
+    from wmsub.login.views import render_status
     print("waiting for the generation jobs ...", flush=True)
     submission.wait_for_jobs(jobs, kind)
     status = collect_status(run.path)
@@ -182,8 +175,9 @@ def _wait(run, jobs, kind: str) -> int:
 
 
 def cmd_status(args) -> int:
-    from .monitor import collect_status, render_status, watch
-    from .runs import find_run
+    from wmsub.login.monitor import collect_status
+    from wmsub.login.views import render_status, watch
+    from wmsub.state.runs import find_run
     run = find_run(args.logs, args.run)
     if args.watch:
         watch(run.path, interval_s=args.interval)
@@ -194,8 +188,8 @@ def cmd_status(args) -> int:
 
 
 def cmd_cancel(args) -> int:
-    from .monitor import cancel_run
-    from .runs import find_run
+    from wmsub.login.submission import cancel_run
+    from wmsub.state.runs import find_run
     run = find_run(args.logs, args.run)
     result = cancel_run(run.path)
     print(json.dumps(result, indent=1))
@@ -203,8 +197,8 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .report import write_report
-    from .runs import find_run
+    from wmsub.score.report import write_report
+    from wmsub.state.runs import find_run
     if args.results:
         out = Path(args.out or "report")
         cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None

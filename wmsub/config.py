@@ -110,7 +110,6 @@ class SlurmConfig:
     python: str = ""  # interpreter on the compute nodes; empty: the launching interpreter
     setup: list[str] = field(default_factory=list)  # shell lines before the job (module load, ...)
     additional: dict[str, str] = field(default_factory=dict)  # extra sbatch flags
-    job_name: str = "wmsub"
 
 
 @dataclass
@@ -126,7 +125,6 @@ class JudgeConfig:
     cpus: int = 8
     mem_gb: int = 64
     setup: list[str] = field(default_factory=list)
-    paired: bool = False  # reserved: per-chunk judge start is not implemented (validate refuses it)
     report: bool = True  # run the report as the last job
 
 
@@ -288,9 +286,6 @@ def validate(cfg: Config) -> None:
         problems.append("output.max_attempts must be at least 1")
     if cfg.plan.chunks < 0:
         problems.append("plan.chunks must be 0 (derive) or positive")
-    if cfg.judge.paired:
-        problems.append("judge.paired=true is not implemented yet: judge shards start after the "
-                        "whole generation array (afterany); leave judge.paired=false")
     if cfg.judge.shards < 1:
         problems.append("judge.shards must be at least 1")
     if problems:

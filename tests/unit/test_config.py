@@ -1,0 +1,58 @@
+"""Config: the seed's settings exactly, overrides, and clear errors for typos and bad values."""
+import pytest
+
+from wmsub.config import (OFFICIAL_NEGATIVE_PROMPT, ConfigError, load_config, settings_fingerprint)
+
+
+def test_seed_config_holds_the_seed_settings():
+    cfg = load_config("configs/wan22_ti2v_5b.yaml")
+    g = cfg.generate
+    assert cfg.model.name == "Wan2.2-TI2V-5B" and cfg.bench.prompt_mode == "i2v"
+    assert (g.max_area, g.frame_num, g.sampling_steps, g.sample_solver) == (704 * 1280, 81, 50, "unipc")
+    assert (g.shift, g.guide_scale, g.fps, g.seed) == (5.0, 5.0, 24, 42)
+    assert cfg.negative_prompt == OFFICIAL_NEGATIVE_PROMPT and g.exact and g.parallel == "sp"
+    assert cfg.slurm.gpus_per_job == 2
+
+
+def test_negative_prompt_matches_the_official_config():
+    from wmsub.node.engines.shims import wan_module  # the official file, imported through our shim
+    assert OFFICIAL_NEGATIVE_PROMPT == wan_module("configs.shared_config").wan_shared_cfg.sample_neg_prompt
+
+
+def test_overrides_are_typed_and_keep_stems_as_text():
+    cfg = load_config("configs/wan22_ti2v_5b.yaml", [
+        "bench.limit=10", "bench.stems=000000007259.2,abc", "generate.guide_scale=4",
+        "generate.exact=false", "slurm.additional={gpu-bind: closest}", "generate.max_area=480*832"])
+    assert cfg.bench.limit == 10 and cfg.bench.stems == ["000000007259.2", "abc"]
+    assert cfg.generate.guide_scale == 4.0 and cfg.generate.exact is False
+    assert cfg.slurm.additional == {"gpu-bind": "closest"} and cfg.generate.max_area == 480 * 832
+
+
+@pytest.mark.parametrize("override, words", [
+    ("generate.sed=1", ["generate.sed", "did you mean generate.seed"]),
+    ("genrate.seed=1", ["unknown section 'genrate'"]),
+    ("generate.seed=abc", ["generate.seed", "integer"]),
+    ("generate.exact=maybe", ["generate.exact", "true or false"]),
+    ("generate.parallel=tp", ["generate.parallel", "sp, cfg, dp, none"]),
+    ("generate.frame_num=80", ["frame_num=80", "4n+1"]),
+    ("seed", ["expected key=value"]),
+    ("judge.paired=true", ["unknown key 'judge.paired'"]),
+])
+def test_bad_overrides_are_clear_errors(override, words):
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/wan22_ti2v_5b.yaml", [override])
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_unknown_key_in_a_yaml_file_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generate:\n  sampling_step: 50\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'generate.sampling_step'.*sampling_steps"):
+        load_config(bad)
+
+
+def test_fingerprint_changes_with_pixels_not_with_slurm():
+    base = settings_fingerprint(load_config("configs/wan22_ti2v_5b.yaml"))[0]
+    assert settings_fingerprint(load_config("configs/wan22_ti2v_5b.yaml", ["slurm.mem_gb=9"]))[0] == base
+    assert settings_fingerprint(load_config("configs/wan22_ti2v_5b.yaml", ["generate.seed=7"]))[0] != base

@@ -1,0 +1,42 @@
+"""A rank that fails alone mid-video (2 gloo ranks, sp, the real chunk worker)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers.desync_scenario import INJECTED, launch, outcome, prepare
+
+pytestmark = [pytest.mark.filterwarnings("ignore:CUDA is not available"),
+              pytest.mark.filterwarnings("ignore:`torch.cuda.amp.autocast")]
+
+
+def test_one_rank_failing_mid_video_is_recorded_and_ends_the_chunk(tmp_path, synthetic_bench,
+                                                                    tiny_checkpoint):
+    spec = prepare(tmp_path, synthetic_bench(2), tiny_checkpoint, device="cpu", timeout_s=10)
+    result = launch(spec, wait_s=240)
+    logs = "\n".join(result["logs"])[-6000:]
+    assert not result["hung"], logs
+    # the peer's collective timed out (10 s) instead of hanging; both ranks stop the chunk
+    assert all(rc != 0 for rc in result["returncodes"]), logs
+    state = outcome(spec)
+    (stem, failure), = state["failures"].items()
+    assert failure["attempts"] == 1 and INJECTED in failure["reason"], state
+    assert state["videos"] == [] and state["claims"] == [], state
+    assert state["chunk_state"] == "failed" and "failed differently" in state["chunk_error"], state
+
+
+def test_exit_bound_ends_a_process_that_cannot_exit_by_itself():
+    """After a desync the rank ends within DESYNC_EXIT_S even if its exit blocks (seen under
+    NCCL on 2 H100s): here a process stuck in a C call after arming the bound."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers.desync_scenario import REPO
+    code = ("import ctypes, signal; from wmsub.node.ranks import exit_within; "
+            "signal.signal(signal.SIGALRM, signal.SIG_IGN); exit_within(1); "
+            "ctypes.CDLL(None).sleep(30)")  # blocks in libc, no Python runs meanwhile
+    t0 = time.time()
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=25)
+    assert proc.returncode == -signal.SIGALRM
+    assert time.time() - t0 < 20

@@ -1,0 +1,113 @@
+"""Tiny random-weight checkpoints in the official Wan2.2-TI2V-5B folder layout.
+
+    python -m wmsub.dev.checkpoints OUT_DIR [--seed N]
+
+The DiT, T5 and VAE are the official classes at tiny sizes; the tokenizer is a small
+unigram model (like umt5's SentencePiece) that `AutoTokenizer.from_pretrained` loads
+offline. `wmsub_dims.json` records the T5/VAE sizes the official layout leaves implicit.
+The DiT's text_dim is not saved in its config.json by WanModel (ignore_for_config), so
+it stays 4096 and the tiny T5 keeps dim 4096 with a tiny attention/FFN width.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import string
+import sys
+from pathlib import Path
+
+import torch
+
+from wmsub.node.engines.checkpoint import DIMS_FILE, ti2v_config
+from wmsub.node.engines.shims import wan_module
+
+TINY_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48, dim=64,
+                ffn_dim=128, freq_dim=32, text_dim=4096, out_dim=48, num_heads=2, num_layers=2,
+                window_size=(-1, -1), qk_norm=True, cross_attn_norm=True, eps=1e-6)
+TINY_T5 = dict(vocab_size=160, dim=4096, dim_attn=32, dim_ffn=16, num_heads=2,
+               encoder_layers=1, decoder_layers=1, num_buckets=32)
+TINY_VAE = dict(c_dim=8, dec_dim=8, num_res_blocks=1)
+
+_WORDS = ("a the of and to in on with is are from into over under while then moves "
+          "falls rolls person car ball water hand robot arm camera video slowly quickly "
+          "red blue green white black table floor street room tree dog cat").split()
+
+
+def _build_tokenizer(out: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    chars = list(string.ascii_lowercase + string.ascii_uppercase + string.digits + ".,!?'-")
+    pieces = [(p, 0.0) for p in specials]
+    pieces += [("\u2581" + w, -2.0) for w in _WORDS]
+    pieces += [("\u2581", -3.0)] + [(c, -5.0) for c in chars]
+    assert len(pieces) <= TINY_T5["vocab_size"], "the tiny T5 vocabulary must cover the tokenizer"
+    tok = Tokenizer(models.Unigram(pieces, unk_id=2, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    # umt5 appends </s> to every sequence (add_special_tokens=True in T5EncoderModel)
+    tok.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", 1)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>",
+                                   unk_token="<unk>", model_max_length=512)
+    fast.save_pretrained(str(out))
+
+
+def _randomize(module: torch.nn.Module, generator: torch.Generator, std: float) -> None:
+    # Official inits zero some outputs (the DiT head); a test model must not be trivial.
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.dim() >= 2 and float(p.abs().max()) == 0.0:
+                p.normal_(0.0, std, generator=generator)
+
+
+def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random checkpoint folder in the official layout; returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wan_cfg = ti2v_config()
+    model_mod = wan_module("modules.model")
+    t5_mod = wan_module("modules.t5")
+    vae_mod = wan_module("modules.vae2_2")
+    gen = torch.Generator().manual_seed(seed)
+
+    torch.manual_seed(seed)
+    dit = model_mod.WanModel(**TINY_DIT)
+    _randomize(dit, gen, 0.05)
+    dit.save_pretrained(str(out), safe_serialization=True)
+
+    torch.manual_seed(seed + 1)
+    t5 = t5_mod.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=wan_cfg.t5_dtype,
+                         device="cpu", **TINY_T5)
+    torch.save(t5.state_dict(), out / wan_cfg.t5_checkpoint)
+
+    torch.manual_seed(seed + 2)
+    vae_kwargs = dict(dim=TINY_VAE["c_dim"], dec_dim=TINY_VAE["dec_dim"], z_dim=48,
+                      dim_mult=[1, 2, 4, 4], num_res_blocks=TINY_VAE["num_res_blocks"],
+                      attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+    vae = vae_mod.WanVAE_(**vae_kwargs)
+    torch.save(vae.state_dict(), out / wan_cfg.vae_checkpoint)
+
+    _build_tokenizer(out / wan_cfg.t5_tokenizer)
+    t5_dims = dict(TINY_T5)
+    dims = {"note": "tiny random weights built by wmsub.dev.checkpoints (not a real model)",
+            "t5": t5_dims, "vae": dict(TINY_VAE)}
+    (out / DIMS_FILE).write_text(json.dumps(dims, indent=1) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m wmsub.dev.checkpoints",
+                                     description="write a tiny random Wan2.2-TI2V checkpoint")
+    parser.add_argument("out_dir")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    path = build_tiny_checkpoint(args.out_dir, seed=args.seed)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(json.dumps({"checkpoint_dir": str(path), "bytes": size}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

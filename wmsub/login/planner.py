@@ -1,0 +1,160 @@
+"""What to generate and how to split it into Slurm array tasks.
+
+Cost model: one video's time is proportional to its DiT tokens times its sampling
+steps, anchored at `plan.seconds_per_video` for a 704x1280, 81-frame, 50-step video
+(18,480 tokens). Attention makes the true cost slightly superlinear in tokens; the
+WorldModelBench output sizes stay within 3% of the anchor's token count, so linear is
+close enough and keeps estimates explainable.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from wmsub.config import Config
+from wmsub.benchmark.manifest import Instance, Manifest, ManifestError, load_manifest
+from wmsub.benchmark.sizes import T2V_BASE_SIZE, SizeError, i2v_size, t2v_size, video_tokens
+from wmsub.state.runs import PlanRecord
+from wmsub.state.store import FailureRecord, OutputStore
+
+ANCHOR_SIZE = T2V_BASE_SIZE  # (width, height) of the seed's timing anchor
+ANCHOR_FRAMES = 81
+ANCHOR_STEPS = 50
+
+
+def output_size(inst: Instance, max_area: int) -> tuple[int, int]:
+    """(width, height) of the generated video for this instance."""
+    if inst.image is not None and inst.image_size:
+        return i2v_size(*inst.image_size, max_area)
+    return t2v_size(max_area)
+
+
+ANCHOR_TOKENS = video_tokens(*ANCHOR_SIZE, ANCHOR_FRAMES)  # 18,480
+
+
+def check_output_sizes(manifest: Manifest, max_area: int) -> None:
+    """Every selected instance must have an output size: refuse the ones that cannot,
+    all at once, before anything is submitted."""
+    problems = []
+    for inst in manifest.instances:
+        try:
+            output_size(inst, max_area)
+        except SizeError as e:
+            problems.append(f"{manifest.json_path}: entry {inst.index} (stem {inst.stem!r}): {e}")
+    if problems:
+        raise ManifestError(problems)
+
+
+def estimate_seconds(inst: Instance, cfg: Config) -> float:
+    g = cfg.generate
+    tokens = video_tokens(*output_size(inst, g.max_area), g.frame_num)
+    return cfg.plan.seconds_per_video * (tokens / ANCHOR_TOKENS) * (g.sampling_steps / ANCHOR_STEPS)
+
+
+@dataclass
+class Chunk:
+    index: int
+    instances: list[Instance]
+    est_s: float
+
+    @property
+    def stems(self) -> list[str]:
+        return [i.stem for i in self.instances]
+
+
+@dataclass
+class Plan:
+    instances: list[Instance]  # every selected instance
+    done: list[str]
+    pending: list[str]
+    failed: dict[str, FailureRecord]
+    quarantined: list[tuple[str, str]]
+    notes: list[str]
+    chunks: list[Chunk]
+    claimed: list[str] = field(default_factory=list)  # pending stems a live job holds now
+    fingerprint: str = ""
+    chunk_rule: str = ""  # how the chunk count was chosen
+    output_sizes: dict[str, int] = field(default_factory=dict)  # "WxH" -> pending videos
+
+    @property
+    def est_total_s(self) -> float:
+        return sum(c.est_s for c in self.chunks)
+
+    def record(self) -> PlanRecord:
+        """What plan.json keeps, and `plan --json` prints."""
+        return PlanRecord(
+            stems=[i.stem for i in self.instances], domains={i.stem: i.domain for i in self.instances},
+            chunks=[{"index": c.index, "stems": c.stems, "est_s": round(c.est_s, 1)} for c in self.chunks],
+            failed_stems={s: f.reason for s, f in self.failed.items()},
+            counts={"instances": len(self.instances), "done": len(self.done), "pending": len(self.pending),
+                    "failed": len(self.failed), "quarantined": len(self.quarantined),
+                    "claimed": len(self.claimed)},
+            fingerprint=self.fingerprint, est_total_s=self.est_total_s, notes=list(self.notes))
+
+
+def build_plan(cfg: Config, *, verify: str | None = None, retry_failed: bool = False) -> Plan:
+    """Validate the benchmark, scan the output folder, split what is pending.
+
+    Raises ManifestError (bad benchmark) or SettingsMismatch (folder made with other
+    settings) before anything is submitted.
+    """
+    manifest = load_manifest(cfg.bench)
+    check_output_sizes(manifest, cfg.generate.max_area)
+    return make_plan(cfg, manifest, OutputStore.for_config(cfg), verify=verify, retry_failed=retry_failed)
+
+
+def make_plan(cfg: Config, manifest: Manifest, store: OutputStore, *, verify: str | None = None,
+              retry_failed: bool = False) -> Plan:
+    notes = list(manifest.notes)
+    notes.extend(store.check_settings())
+    scan = store.scan(manifest.stems, verify or cfg.output.verify, retry_failed=retry_failed)
+    notes.extend(f"quarantined {s}.mp4: {why}" for s, why in scan.quarantined)
+    if scan.other_settings:
+        notes.append(f"{len(scan.other_settings)} video(s) made with other settings will be "
+                     "regenerated (the old ones are quarantined on overwrite)")
+    if scan.removed_temps:
+        notes.append(f"removed {len(scan.removed_temps)} temp file(s) of dead writers")
+    if scan.claimed:
+        notes.append(f"{len(scan.claimed)} pending instance(s) are being generated by a live job "
+                     "now; a new job skips them while that claim lives")
+    by_stem = manifest.by_stem
+    pending = [by_stem[s] for s in scan.pending]
+    costs = {inst.stem: estimate_seconds(inst, cfg) for inst in pending}
+    n_chunks, rule = chunk_count(cfg, sum(costs.values()), len(pending))
+    chunks = split_balanced(pending, costs, n_chunks)
+    sizes = Counter("%dx%d" % output_size(i, cfg.generate.max_area) for i in pending)
+    return Plan(instances=list(manifest.instances), done=scan.done, pending=scan.pending,
+                failed=scan.failed, quarantined=scan.quarantined, notes=notes, chunks=chunks,
+                claimed=scan.claimed, fingerprint=store.fingerprint, chunk_rule=rule,
+                output_sizes=dict(sizes.most_common()))
+
+
+def chunk_count(cfg: Config, total_s: float, n_pending: int) -> tuple[int, str]:
+    if n_pending == 0:
+        return 0, "nothing pending"
+    if cfg.plan.chunks > 0:
+        n = min(cfg.plan.chunks, n_pending)
+        return n, f"plan.chunks={cfg.plan.chunks}" + (" (capped at the pending count)"
+                                                      if n < cfg.plan.chunks else "")
+    target_s = cfg.plan.target_chunk_minutes * 60
+    n = max(1, min(n_pending, math.ceil(total_s / target_s))) if target_s > 0 else n_pending
+    return n, f"~{cfg.plan.target_chunk_minutes:g} min per chunk (plan.target_chunk_minutes)"
+
+
+def split_balanced(instances: list[Instance], costs: dict[str, float], n_chunks: int) -> list[Chunk]:
+    """Longest-processing-time first: dearest instance to the least-loaded chunk.
+
+    Deterministic: instances sorted by (cost descending, stem), ties between chunks go to
+    the lowest index; each chunk then lists its stems in manifest order.
+    """
+    if n_chunks <= 0 or not instances:
+        return []
+    bins: list[list[Instance]] = [[] for _ in range(n_chunks)]
+    loads = [0.0] * n_chunks
+    for inst in sorted(instances, key=lambda i: (-costs[i.stem], i.stem)):
+        k = min(range(n_chunks), key=lambda j: (loads[j], j))
+        bins[k].append(inst)
+        loads[k] += costs[inst.stem]
+    return [Chunk(index=k, instances=sorted(b, key=lambda i: i.index), est_s=loads[k])
+            for k, b in enumerate(bins)]

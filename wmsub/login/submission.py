@@ -1,0 +1,235 @@
+"""Submitting a run: the generation job array, then optional judge and report jobs.
+
+Runs on a login node: no torch here. The chunk worker is pickled by reference
+(`wmsub.node.worker.ChunkWorker`) and imported on the compute node by `slurm.python`.
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import submitit
+
+from wmsub import CHECKOUT as REPO_ROOT
+from wmsub.benchmark.manifest import load_manifest
+from wmsub.config import Config
+from wmsub.login import slurm_query as sq
+from wmsub.node.worker import ChunkWorker
+from wmsub.state.runs import RunFolder
+from wmsub.state.store import OutputStore
+
+
+def executor_kind(cfg: Config, force_local: bool = False) -> str:
+    if force_local or cfg.slurm.executor == "local":
+        return "local"
+    if cfg.slurm.executor == "slurm":
+        if not shutil.which("sbatch"):
+            raise RuntimeError("slurm.executor=slurm but `sbatch` is not on PATH; "
+                               "run on a login node or pass --local")
+        return "slurm"
+    return "slurm" if shutil.which("sbatch") else "local"
+
+
+def _setup_lines(extra: list[str]) -> list[str]:
+    # The job imports wmsub from this checkout: the compute node sees the same shared FS.
+    return [*extra, f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
+
+
+def _slurm_common(cfg: Config) -> dict:
+    s = cfg.slurm
+    params = {}
+    for key in ("partition", "account", "qos", "constraint", "exclude"):
+        value = getattr(s, key)
+        if value:
+            params[key] = value
+    return params
+
+
+def generation_executor(cfg: Config, run: RunFolder, kind: str):
+    s = cfg.slurm
+    gpus = s.gpus_per_job
+    if kind == "local":
+        ex = submitit.LocalExecutor(folder=run.submitit_dir, max_num_timeout=s.max_timeout_requeues,
+                                    python=s.python or None)
+        # Local "GPUs" are only a count: on a CPU-only machine gpus_per_node must stay 0.
+        ex.update_parameters(timeout_min=s.time_min, tasks_per_node=gpus, nodes=1,
+                             gpus_per_node=0, cpus_per_task=1)
+        return ex
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=s.max_timeout_requeues,
+                                python=s.python or None)
+    ex.update_parameters(**_generation_sbatch_params(cfg, run))
+    return ex
+
+
+def _generation_sbatch_params(cfg: Config, run: RunFolder) -> dict:
+    s = cfg.slurm
+    gpus = s.gpus_per_job
+    additional = {"requeue": True} if s.requeue else {}
+    additional.update(s.additional)
+    return dict(job_name=f"{run.name}-gen", nodes=1, ntasks_per_node=gpus, gres=f"gpu:{gpus}",
+                cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB", time=s.time_min,
+                signal_delay_s=s.signal_delay_s, array_parallelism=s.array_parallelism,
+                setup=_setup_lines(s.setup), additional_parameters=additional,
+                **_slurm_common(cfg))
+
+
+def _single_gpu_executor(cfg: Config, run: RunFolder, stage: str, gpus: int, time_min: int,
+                         dependency: str | None):
+    j = cfg.judge
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0)
+    params = _slurm_common(cfg)
+    if j.partition:
+        params["partition"] = j.partition
+    if gpus:
+        params["gres"] = f"gpu:{gpus}"
+    extra = {"kill-on-invalid-dep": "yes"}
+    if dependency:
+        params["dependency"] = dependency
+    ex.update_parameters(job_name=f"{run.name}-{stage}", nodes=1, ntasks_per_node=1,
+                         cpus_per_task=j.cpus, mem=f"{j.mem_gb}GB", time=time_min,
+                         setup=_setup_lines(cfg.slurm.setup + j.setup),
+                         additional_parameters=extra, **params)
+    return ex
+
+
+def chunk_workers(run: RunFolder, plan) -> list[ChunkWorker]:
+    return [ChunkWorker(str(run.path), c.index, list(c.instances)) for c in plan.chunks]
+
+
+def submit_generation(cfg: Config, run: RunFolder, workers: list[ChunkWorker], kind: str) -> dict:
+    ex = generation_executor(cfg, run, kind)
+    with ex.batch():
+        jobs = [ex.submit(w) for w in workers]
+    master = jobs[0].job_id.split("_")[0] if jobs else ""
+    entry = {"stage": "gen", "executor": kind, "job_id": master,
+             "tasks": {str(w.chunk_index): j.job_id for w, j in zip(workers, jobs)},
+             "chunks": [w.chunk_index for w in workers], "submitted_at": time.time()}
+    run.add_job(entry)
+    return entry, jobs
+
+
+def wait_for_jobs(jobs, kind: str, poll_s: float = 3.0) -> None:
+    """Block until every job has left the queue (requeues included)."""
+    if kind == "local":
+        while not all(j.done() for j in jobs):
+            time.sleep(poll_s)
+        return
+    # squeue, not sacct: a requeued task is back in the queue, and it answers without
+    # the accounting database
+    ids = sorted({j.job_id.split("_")[0] for j in jobs})
+    while True:
+        queue, error = sq.query_squeue(ids, all_states=False)
+        if error is None and not queue:
+            return
+        time.sleep(poll_s)
+
+
+def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list[dict]:
+    """Judge shards after the whole generation array, then the report after the shards.
+
+    `afterany` (not `afterok`): a failed chunk must not leave the judge pending forever; the
+    judge then scores the videos that exist and the report flags the missing ones.
+    """
+    from wmsub.score import judge  # judge/report need no torch either
+
+    plan = run.load_plan()
+    shards = judge.write_shards_file(run.path, cfg, plan.stems, plan.domains or None)
+    entries = []
+    dep = f"afterany:{after_job}" if after_job else None
+    ex = _single_gpu_executor(cfg, run, "judge", 1, cfg.judge.time_min, dep)
+    shard_ids = list(range(len(shards)))
+    jobs = ex.map_array(judge.run_shard, [str(run.path)] * len(shard_ids), shard_ids)
+    judge_master = jobs[0].job_id.split("_")[0]
+    entries.append({"stage": "judge", "job_id": judge_master, "executor": "slurm",
+                    "tasks": {str(i): j.job_id for i, j in zip(shard_ids, jobs)},
+                    "submitted_at": time.time()})
+    run.add_job(entries[-1])
+    if cfg.judge.report:
+        from wmsub.score import report
+        rex = _single_gpu_executor(cfg, run, "report", 0, 30, f"afterany:{judge_master}")
+        rjob = rex.submit(report.run_report, str(run.path))
+        entries.append({"stage": "report", "job_id": rjob.job_id, "executor": "slurm",
+                        "tasks": {}, "submitted_at": time.time()})
+        run.add_job(entries[-1])
+    return entries
+
+
+def sbatch_preview(cfg: Config, run: RunFolder, n_chunks: int) -> str:
+    """The exact sbatch script submitit would write for the generation array.
+
+    Built from the same parameters as `generation_executor`, without a SlurmExecutor, which
+    refuses to exist where there is no srun (a dry run may happen anywhere).
+    """
+    # submitit's private script builder, used here alone: the preview must be the very
+    # script SlurmExecutor writes. tests/unit/test_submission.py fails loudly if submitit
+    # renames it or its parameters.
+    from submitit.slurm.slurm import _make_sbatch_string
+    python = cfg.slurm.python or shlex.quote(sys.executable)  # as SlurmExecutor does
+    command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(run.submitit_dir))])
+    return _make_sbatch_string(command=command, folder=run.submitit_dir,
+                               map_count=max(n_chunks, 1), **_generation_sbatch_params(cfg, run))
+
+
+def resubmit_workers(run: RunFolder, cfg: Config) -> list[ChunkWorker]:
+    """The run's chunks again, each with only its stems that are missing or failed.
+
+    Chunk indices stay the same, so each chunk's progress record carries on.
+    """
+    manifest = load_manifest(cfg.bench)
+    store = OutputStore.for_config(cfg)
+    store.check_settings()
+    workers = []
+    for chunk in run.load_plan().chunks:
+        todo = [manifest.by_stem[s] for s in chunk["stems"] if not store.is_done(s)]
+        for inst in todo:
+            store.clear_failure(inst.stem)  # a resubmit gives failed instances fresh attempts
+        if todo:
+            workers.append(ChunkWorker(str(run.path), chunk["index"], todo))
+    return workers
+
+
+# ---- cancel ----------------------------------------------------------------------------
+
+CANCEL_WAIT_S = 60.0
+
+
+def cancel_run(run_dir: Path, *, wait_s: float = CANCEL_WAIT_S, poll_s: float = 0.5) -> dict:
+    """scancel every job of the run (all stages, pending dependents too), wait until squeue
+    lists none of them, then release the output claims those jobs held.
+
+    Finished videos and sidecars are never touched; temp files of killed writers are
+    removed by the store's rule (no live writer, no live claim). Claims of other runs
+    (other job ids) are left alone.
+    """
+    run = RunFolder(Path(run_dir).resolve())
+    cfg = run.load_config()
+    jobs = run.jobs()
+    slurm_ids = list(dict.fromkeys(str(e["job_id"]) for e in jobs
+                                   if e.get("job_id") and e.get("executor", "slurm") == "slurm"))
+    # Claims name "A_i" (or a single job's id); the raw ids of array tasks also count.
+    before, _ = sq.query_squeue(slurm_ids)
+    run_job_ids = set(slurm_ids) | {t for e in jobs for t in (e.get("tasks") or {}).values()}
+    run_job_ids |= set(before) | {j.raw_id for j in before.values()}
+    rc, err = sq.scancel(slurm_ids)
+    started = time.monotonic()
+    remaining: list[str] = []
+    while slurm_ids:
+        queue, error = sq.query_squeue(slurm_ids, all_states=False)
+        remaining = sorted(queue) if error is None else [f"squeue failed: {error}"]
+        if not remaining or time.monotonic() - started > wait_s:
+            break
+        time.sleep(poll_s)
+    released, removed_temps = [], []
+    if not remaining:  # a job still queued may still write: leave its claims and temps alone
+        store = OutputStore.for_config(cfg, run.output_dir(cfg))
+        released = store.claims.release_owned_by(run_job_ids, set(slurm_ids))
+        # the store's own rule: a temp goes only when no live writer or live claim owns it
+        removed_temps = store.remove_stale_temps() if store.dir.is_dir() else []
+    local = [str(e.get("job_id")) for e in jobs if e.get("executor", "slurm") != "slurm"]
+    return {"run": run.name, "job_ids": slurm_ids, "scancel_rc": rc, "scancel_error": err or None,
+            "not_cancelled_local_jobs": local,
+            "waited_s": round(time.monotonic() - started, 1), "still_queued": remaining,
+            "released_claims": released, "removed_temps": removed_temps}

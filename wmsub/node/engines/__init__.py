@@ -1,0 +1,10 @@
+"""Video engines: the model side of a chunk job (compute node; torch lives here).
+
+    attention    the attention dispatcher (generate.attention)
+    checkpoint   reading an official checkpoint folder
+    fast         the fast path's apply_* speed-ups
+    parallel     process groups of the parallel modes
+    parallelize  sp (FSDP + Ulysses) applied to a plain model
+    shims        importing the official `wan` modules on CPU and CUDA
+    wan_ti2v     the TI2V-5B sampler: sample(prompt, image, seed)
+"""

@@ -1,0 +1,138 @@
+"""Load the official Wan2.2-TI2V-5B checkpoint folder with the official classes.
+
+Layout (the official one; tiny checkpoints from wmsub.dev.checkpoints use it too):
+    config.json + diffusion_pytorch_model*.safetensors   DiT (WanModel.from_pretrained)
+    models_t5_umt5-xxl-enc-bf16.pth                      T5 encoder state dict
+    Wan2.2_VAE.pth                                       VAE state dict
+    google/umt5-xxl/                                     tokenizer folder
+    wmsub_dims.json                                      optional: T5/VAE sizes the official
+                                                         layout does not record (tiny only)
+An absent wmsub_dims.json means the official sizes, so real and tiny checkpoints load
+through the same code below.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from wmsub.node.engines.shims import wan_module
+
+log = logging.getLogger("wmsub.node.engines.checkpoint")
+
+DIMS_FILE = "wmsub_dims.json"
+
+
+class CheckpointError(FileNotFoundError):
+    """A checkpoint folder that is missing files or has a bad dims file."""
+
+
+def ti2v_config():
+    """The official `wan.configs.wan_ti2v_5B.ti2v_5B` EasyDict."""
+    return wan_module("configs.wan_ti2v_5B").ti2v_5B
+
+
+def check_checkpoint_dir(ckpt_dir: str | Path, wan_cfg=None) -> Path:
+    ckpt = Path(ckpt_dir)
+    wan_cfg = wan_cfg or ti2v_config()
+    fix = ("download Wan-AI/Wan2.2-TI2V-5B into it (huggingface-cli download "
+           "Wan-AI/Wan2.2-TI2V-5B --local-dir DIR), or build a tiny random one for tests with "
+           "`python -m wmsub.dev.checkpoints DIR`, and point model.checkpoint_dir at it")
+    if not ckpt.is_dir():
+        raise CheckpointError(f"model.checkpoint_dir {ckpt} does not exist: {fix}")
+    missing = []
+    if not (ckpt / "config.json").is_file():
+        missing.append("config.json (DiT config)")
+    if not list(ckpt.glob("diffusion_pytorch_model*.safetensors")):
+        missing.append("diffusion_pytorch_model*.safetensors (DiT weights)")
+    for name in (wan_cfg.t5_checkpoint, wan_cfg.vae_checkpoint):
+        if not (ckpt / name).is_file():
+            missing.append(name)
+    if not (ckpt / wan_cfg.t5_tokenizer).is_dir():
+        missing.append(f"{wan_cfg.t5_tokenizer}/ (tokenizer folder)")
+    if missing:
+        raise CheckpointError(f"checkpoint folder {ckpt} lacks: {', '.join(missing)}; {fix}")
+    return ckpt
+
+
+def read_dims(ckpt_dir: str | Path) -> dict:
+    """The sizes recorded next to a non-official checkpoint ({} for the official one)."""
+    path = Path(ckpt_dir) / DIMS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        dims = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e}); rebuild it with "
+                              "`python -m wmsub.dev.checkpoints DIR` or delete it") from None
+    unknown = set(dims) - {"t5", "vae", "note"}
+    if unknown:
+        raise CheckpointError(f"{path}: unknown entries {sorted(unknown)}; expected t5, vae")
+    return dims
+
+
+@contextlib.contextmanager
+def _patched(module, name: str, **kwargs):
+    # The official constructors hard-code the model sizes (umt5_xxl's cfg, _video_vae's
+    # dec_dim); for a non-official size we pass the recorded sizes through them.
+    if not kwargs:
+        yield
+        return
+    original = getattr(module, name)
+    setattr(module, name, functools.partial(original, **kwargs))
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+def load_text_encoder(ckpt_dir, wan_cfg, dims: dict, shard_fn=None):
+    """The official T5EncoderModel, with the weights on the CPU (the sampler moves it).
+
+    `T5EncoderModel.__init__` builds umt5-xxl (5.7B parameters) with a random init on the
+    CPU before loading the weights over it: ~60 s of every chunk start. We do the same
+    steps with the module built on the meta device and the weights assigned, then cast to
+    the official dtype exactly as `.to(dtype)` in the official constructor does.
+    """
+    t5 = wan_module("modules.t5")
+    ckpt = Path(ckpt_dir)
+    enc = t5.T5EncoderModel.__new__(t5.T5EncoderModel)
+    enc.text_len, enc.dtype, enc.device = wan_cfg.text_len, wan_cfg.t5_dtype, torch.device("cpu")
+    enc.checkpoint_path = str(ckpt / wan_cfg.t5_checkpoint)
+    enc.tokenizer_path = str(ckpt / wan_cfg.t5_tokenizer)
+    with _patched(t5, "umt5_xxl", **dims.get("t5", {})):
+        model = t5.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=enc.dtype,
+                            device="meta").eval().requires_grad_(False)
+    log.info("loading %s", enc.checkpoint_path)
+    model.load_state_dict(torch.load(enc.checkpoint_path, map_location="cpu"), assign=True)
+    model = model.to(dtype=enc.dtype).requires_grad_(False)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"{enc.checkpoint_path}: no weights for {left[:5]} (of {len(left)}); "
+                           f"is this the official umt5-xxl encoder file?")
+    enc.model = shard_fn(model, sync_module_states=False) if shard_fn is not None else model
+    enc.tokenizer = t5.HuggingfaceTokenizer(name=enc.tokenizer_path, seq_len=enc.text_len,
+                                            clean="whitespace")
+    return enc
+
+
+def load_vae(ckpt_dir, wan_cfg, dims: dict, device, dtype=torch.float32):
+    """The official Wan2_2_VAE. `dtype` is its autocast dtype (float32 is official)."""
+    vae2_2 = wan_module("modules.vae2_2")
+    vae_dims = dict(dims.get("vae", {}))
+    c_dim = vae_dims.pop("c_dim", 160)
+    dim_mult = vae_dims.pop("dim_mult", [1, 2, 4, 4])
+    with _patched(vae2_2, "_video_vae", **vae_dims):
+        return vae2_2.Wan2_2_VAE(z_dim=48, c_dim=c_dim, dim_mult=dim_mult,
+                                 vae_pth=str(Path(ckpt_dir) / wan_cfg.vae_checkpoint),
+                                 dtype=dtype, device=device)
+
+
+def load_dit(ckpt_dir):
+    """The official WanModel from the diffusers-style folder, as WanTI2V loads it."""
+    model_mod = wan_module("modules.model")
+    return model_mod.WanModel.from_pretrained(str(ckpt_dir))

@@ -1,0 +1,441 @@
+"""The output folder: finished videos, their records, claims, failures, quarantine.
+
+Layout (docs/DESIGN.md):
+    <dir>/<stem>.mp4                   finished videos only, flat (the official judge reads these)
+    <dir>/.<stem>.mp4.<pid>.tmp        a write in progress
+    <dir>/.wmsub/settings.json         fingerprint + settings of the folder
+    <dir>/.wmsub/records/<stem>.json   sidecar record of each finished video
+    <dir>/.wmsub/claims/<stem>.claim   see claims.py
+    <dir>/.wmsub/failures/<stem>.json  attempts, last reason, traceback
+    <dir>/.wmsub/quarantine/<stem>.<time>.mp4   files that failed verification, kept
+
+What "done" means: `<stem>.mp4` exists, its sidecar exists with the folder's
+fingerprint, and the mp4 matches the sidecar (cheap: byte size and a complete box
+structure; decode: also sha256 and a full decode with the expected frame count).
+
+Write order: temp mp4 (fsync, probed) -> sidecar (atomic) -> rename temp to
+`<stem>.mp4` -> fsync the folder. The sidecar goes first so a finished name never
+exists without its record: a crash before the rename leaves a record without a video,
+which is simply pending (and the next write replaces the record). An mp4 without a
+record therefore never comes from us mid-write: it is an older script's output or
+hand-placed, and scan quarantines it and regenerates the instance.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from wmsub.state import video_io
+from wmsub.state.jsonio import (create_json_exclusive, fsync_dir, read_json_object,
+                                write_json_atomic)
+from wmsub.state.claims import (DEFAULT_CLAIM_TTL_S, Claim, ClaimBook, current_job_id, pid_alive,
+                                same_process_space,                          this_host)
+
+VERIFY_MODES = ("cheap", "decode")
+_TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.mp4\.(?P<pid>\d+)\.tmp$")
+
+
+class SettingsMismatch(ValueError):
+    """The output folder was made with other pixel-changing settings."""
+
+    def __init__(self, out_dir: Path, old_fp: str, new_fp: str, differences: dict):
+        self.out_dir, self.old_fingerprint, self.new_fingerprint = out_dir, old_fp, new_fp
+        self.differences = differences  # key -> (old, new)
+        lines = [f"{k}: {_short(o)} -> {_short(n)}" for k, (o, n) in differences.items()]
+        if not lines:
+            lines = [f"fingerprint: {old_fp} -> {new_fp}"]
+        super().__init__(
+            f"{out_dir} belongs to other generation settings "
+            f"(fingerprint {old_fp}, this run {new_fp}):\n  " + "\n  ".join(lines) +
+            "\nfix: pick a new output.dir for these settings, or pass "
+            "output.allow_settings_mismatch=true to regenerate every video in this folder "
+            "with the new settings (old videos are moved to .wmsub/quarantine, not deleted)")
+
+
+@dataclass
+class FailureRecord:
+    stem: str
+    attempts: int
+    reason: str
+    traceback: str = ""
+    updated_at: float = 0.0
+    history: list = field(default_factory=list)  # [{"at", "reason", "host", "job_id"}], newest last
+
+
+@dataclass
+class ScanResult:
+    done: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    failed: dict[str, FailureRecord] = field(default_factory=dict)
+    quarantined: list[tuple[str, str]] = field(default_factory=list)  # (stem, reason)
+    claimed: list[str] = field(default_factory=list)  # pending stems a live claim holds now
+    other_settings: list[str] = field(default_factory=list)  # pending: video made with other settings
+    removed_temps: list[str] = field(default_factory=list)
+
+
+class OutputStore:
+    def __init__(self, out_dir, fingerprint: str, settings: dict, expected_frames: int | None, *,
+                 allow_mismatch: bool = False, claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
+                 max_attempts: int = 3):
+        self.dir = Path(out_dir)
+        self.fingerprint = fingerprint
+        self.settings = dict(settings)
+        self.expected_frames = expected_frames
+        self.allow_mismatch = allow_mismatch
+        self.max_attempts = max_attempts
+        self.meta = self.dir / ".wmsub"
+        self.records_dir = self.meta / "records"
+        self.failures_dir = self.meta / "failures"
+        self.quarantine_dir = self.meta / "quarantine"
+        self.claims = ClaimBook(self.meta / "claims", claim_ttl_s)
+        self.notes: list[str] = []
+        self._settings_checked = False
+
+    @classmethod
+    def for_config(cls, cfg, out_dir: str | Path | None = None) -> "OutputStore":
+        """The store of a run's `output.dir` (or `out_dir`), locked to its settings."""
+        from wmsub.config import settings_fingerprint
+        fingerprint, settings = settings_fingerprint(cfg)
+        o = cfg.output
+        return cls(out_dir or o.dir, fingerprint, settings, cfg.generate.frame_num,
+                   allow_mismatch=o.allow_settings_mismatch, claim_ttl_s=o.claim_ttl_s,
+                   max_attempts=o.max_attempts)
+
+    # ---- paths -------------------------------------------------------------------------
+
+    def video_path(self, stem: str) -> Path:
+        return self.dir / f"{stem}.mp4"
+
+    def record_path(self, stem: str) -> Path:
+        return self.records_dir / f"{stem}.json"
+
+    def temp_path(self, stem: str) -> Path:
+        return self.dir / f".{stem}.mp4.{os.getpid()}.tmp"
+
+    # ---- settings lock -----------------------------------------------------------------
+
+    def check_settings(self) -> list[str]:
+        """Lock the folder to this run's settings; raise SettingsMismatch on a change.
+
+        First use writes `.wmsub/settings.json` (atomically, first writer wins). With
+        allow_mismatch the new settings replace the old (kept under "previous") and the
+        returned notes name the differences.
+        """
+        self.meta.mkdir(parents=True, exist_ok=True)
+        path = self.meta / "settings.json"
+        mine = {"fingerprint": self.fingerprint, "settings": self.settings,
+                "created_at": time.time(), "previous": []}
+        if not path.exists() and create_json_exclusive(path, mine):
+            self._settings_checked = True
+            return []
+        old = read_json_object(path)
+        for _ in range(10):  # a concurrent first writer may still be filling it in
+            if old is not None:
+                break
+            time.sleep(0.1)
+            old = read_json_object(path)
+        if old is None or "fingerprint" not in old:
+            raise ValueError(f"{path}: unreadable settings file — fix: restore it, or move the "
+                             "folder aside and start a new output.dir")
+        notes = []
+        if old["fingerprint"] != self.fingerprint:
+            old_settings = old.get("settings") or {}
+            diffs = {k: (old_settings.get(k), self.settings.get(k))
+                     for k in sorted(set(old_settings) | set(self.settings))
+                     if old_settings.get(k) != self.settings.get(k)}
+            err = SettingsMismatch(self.dir, old["fingerprint"], self.fingerprint, diffs)
+            if not self.allow_mismatch:
+                raise err
+            notes = [f"settings changed (allowed by output.allow_settings_mismatch): {k}: "
+                     f"{_short(o)} -> {_short(n)}" for k, (o, n) in diffs.items()]
+            previous = list(old.get("previous") or [])
+            previous.append({k: old.get(k) for k in ("fingerprint", "settings", "created_at")})
+            write_json_atomic(path, {**mine, "previous": previous})
+        self.notes.extend(notes)
+        self._settings_checked = True
+        return notes
+
+    def _ensure_settings(self) -> None:
+        if not self._settings_checked:
+            self.check_settings()
+
+    # ---- writing -----------------------------------------------------------------------
+
+    def write_video(self, stem: str, frames_uint8: np.ndarray, fps: int, record: dict | None = None) -> Path:
+        """Write `<stem>.mp4` atomically with its sidecar record (order: see module doc)."""
+        self._ensure_settings()
+        frames = np.asarray(frames_uint8)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"write_video({stem!r}): expected (F, H, W, 3) uint8 frames, "
+                             f"got {frames.dtype} {frames.shape}")
+        n_frames, height, width = frames.shape[:3]
+        if self.expected_frames and n_frames != self.expected_frames:
+            raise ValueError(f"write_video({stem!r}): {n_frames} frames, but this folder's "
+                             f"settings expect generate.frame_num={self.expected_frames}")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        temp = self.temp_path(stem)
+        final = self.video_path(stem)
+        try:
+            temp.unlink(missing_ok=True)
+            video_io.write_mp4(temp, frames, fps)
+            _fsync_file(temp)
+            probe = video_io.probe_mp4(temp)
+            if (probe["frames"], probe["width"], probe["height"]) != (n_frames, width, height):
+                raise video_io.VideoError(
+                    f"{temp}: wrote {n_frames} frames of {width}x{height} but the file decodes as "
+                    f"{probe['frames']} frames of {probe['width']}x{probe['height']}")
+            size, digest = _size_and_sha256(temp)
+            if final.exists():
+                self.quarantine(stem, "replaced by a new write")
+            sidecar = dict(record or {})
+            sidecar.update({  # the store's own fields win over a caller's
+                "stem": stem, "fingerprint": self.fingerprint, "settings": self.settings,
+                "width": width, "height": height, "frames": n_frames, "fps": fps,
+                "bytes": size, "sha256": digest, "written_at": time.time(),
+                "host": this_host(), "pid": os.getpid(),
+            })
+            write_json_atomic(self.record_path(stem), sidecar)
+            os.replace(temp, final)
+            fsync_dir(self.dir)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return final
+
+    # ---- checking ----------------------------------------------------------------------
+
+    def listed_done(self) -> set[str]:
+        """Stems with both a `<stem>.mp4` and a sidecar record, from two directory listings
+        (no stat, no decode): what `status` counts as done, cheaply."""
+        return _names(self.dir, ".mp4") & _names(self.records_dir, ".json")
+
+    def listed_failures(self) -> set[str]:
+        """Stems with a failure record, from one directory listing."""
+        return _names(self.failures_dir, ".json")
+
+    def failure_reason(self, stem: str) -> str:
+        data = read_json_object(self.failures_dir / f"{stem}.json") or {}
+        if data.get("reason"):
+            attempts = data.get("attempts")
+            return f"{data['reason']}" + (f" (after {attempts} attempts)" if attempts else "")
+        return f"see {self.failures_dir / f'{stem}.json'}"
+
+
+    def read_record(self, stem: str) -> dict | None:
+        return read_json_object(self.record_path(stem))
+
+    def check(self, stem: str, verify: str = "cheap") -> tuple[str, str]:
+        """(state, reason): state is done | missing | other_settings | bad. No side effects."""
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, got {verify!r}")
+        video = self.video_path(stem)
+        try:
+            size = video.stat().st_size
+        except FileNotFoundError:
+            return "missing", "no video"
+        record = self.read_record(stem)
+        if record is None:
+            return "bad", "no sidecar record (not written by wmsub, or its record is unreadable)"
+        if record.get("fingerprint") != self.fingerprint:
+            return "other_settings", f"made with settings {record.get('fingerprint')}"
+        if record.get("bytes") != size:
+            return "bad", f"{size} bytes, its record says {record.get('bytes')}"
+        if self.expected_frames and record.get("frames") != self.expected_frames:
+            return "bad", f"record says {record.get('frames')} frames, expected {self.expected_frames}"
+        problem = video_io.mp4_structure_problem(video)
+        if problem:
+            return "bad", problem
+        if verify == "decode":
+            if _size_and_sha256(video)[1] != record.get("sha256"):
+                return "bad", "sha256 differs from its record"
+            try:
+                probe = video_io.probe_mp4(video)
+            except video_io.VideoError as e:
+                return "bad", str(e)
+            if probe["frames"] != record.get("frames"):
+                return "bad", f"decodes to {probe['frames']} frames, record says {record.get('frames')}"
+        return "done", ""
+
+    def is_done(self, stem: str, verify: str = "cheap") -> bool:
+        return self.check(stem, verify)[0] == "done"
+
+    def scan(self, stems, verify: str = "cheap", retry_failed: bool = False) -> ScanResult:
+        """Sort `stems` into done / pending / failed, quarantining bad videos on the way."""
+        self._ensure_settings()
+        result = ScanResult(removed_temps=self.remove_stale_temps())
+        failures = self.failures()
+        live = self.claims.live_claims()
+        stems = list(stems)
+        if verify == "decode" and len(stems) > 1:
+            # each decode is one ffmpeg process: run them side by side
+            with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+                checks = list(pool.map(lambda s: self.check(s, verify), stems))
+        else:
+            checks = [self.check(s, verify) for s in stems]
+        for stem, (state, reason) in zip(stems, checks):
+            if state == "done":
+                result.done.append(stem)
+                continue
+            if state == "bad":
+                if stem in live:
+                    state = "missing"  # a live writer may be mid-replace; leave it be
+                else:
+                    moved = self.quarantine(stem, reason)
+                    if moved is not None:
+                        result.quarantined.append((stem, reason))
+            failure = failures.get(stem)
+            if failure and failure.attempts >= self.max_attempts and not retry_failed:
+                result.failed[stem] = failure
+                continue
+            result.pending.append(stem)
+            if stem in live:
+                result.claimed.append(stem)
+            if state == "other_settings":
+                result.other_settings.append(stem)
+        return result
+
+    def quarantine(self, stem: str, reason: str) -> Path | None:
+        """Move `<stem>.mp4` (and its record) aside, never overwriting; None if it was gone."""
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.quarantine_dir / f"{stem}.{stamp}.mp4"
+        n = 1
+        while target.exists():
+            target = self.quarantine_dir / f"{stem}.{stamp}-{n}.mp4"
+            n += 1
+        try:
+            os.rename(self.video_path(stem), target)
+        except FileNotFoundError:
+            return None  # another scanner moved it first
+        record = self.record_path(stem)
+        if record.exists():
+            os.replace(record, target.with_suffix(".record.json"))
+        write_json_atomic(target.with_suffix(".why.json"),
+                           {"stem": stem, "reason": reason, "at": time.time(), "host": this_host()})
+        self.notes.append(f"quarantined {stem}.mp4 -> {target.name}: {reason}")
+        return target
+
+    def remove_stale_temps(self) -> list[str]:
+        """Delete temp files of writers that are gone. A temp is kept while its writer may
+        be alive: its pid runs here, or a live claim on its stem belongs to it or to another
+        host or container (writers elsewhere must hold a claim). Any temp older than the
+        claim TTL is gone."""
+        removed = []
+        if not self.dir.is_dir():
+            return removed
+        now = time.time()
+        for path in self.dir.iterdir():
+            m = _TEMP_NAME.match(path.name)
+            if not m:
+                continue
+            stem, pid = m.group("stem"), int(m.group("pid"))
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age <= self.claims.ttl_s:
+                holder = self.claims.holder(stem)
+                if holder and (not same_process_space(holder) or holder.get("pid") == pid):
+                    continue
+                if pid_alive(pid):
+                    continue
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+        return removed
+
+    # ---- claims ------------------------------------------------------------------------
+
+    def claim(self, stem: str, owner: dict | None = None) -> Claim | None:
+        return self.claims.claim(stem, owner)
+
+    def refresh(self, claim: Claim) -> bool:
+        return self.claims.refresh(claim)
+
+    def release(self, claim: Claim) -> bool:
+        return self.claims.release(claim)
+
+    # ---- failures ----------------------------------------------------------------------
+
+    def record_failure(self, stem: str, reason: str, traceback: str = "",
+                       attempt: str | None = None) -> int:
+        """Count one more failed attempt at `stem`; returns the attempts so far.
+
+        `attempt` names the attempt: the ranks that made one video together may each record
+        its failure, and the same name counts once (the first reason stays).
+        """
+        self.failures_dir.mkdir(parents=True, exist_ok=True)
+        path = self.failures_dir / f"{stem}.json"
+        old = read_json_object(path) or {}
+        history = list(old.get("history") or [])
+        if attempt is not None and history and history[-1].get("attempt") == attempt:
+            return int(old.get("attempts", 0))
+        attempts = int(old.get("attempts", 0)) + 1
+        now = time.time()
+        history = history[-9:]
+        history.append({"at": now, "reason": reason, "host": this_host(), "job_id": current_job_id(),
+                        "attempt": attempt})
+        write_json_atomic(path, {"stem": stem, "attempts": attempts, "reason": reason,
+                                  "traceback": traceback, "updated_at": now, "history": history})
+        return attempts
+
+    def failures(self) -> dict[str, FailureRecord]:
+        out = {}
+        if not self.failures_dir.is_dir():
+            return out
+        for path in sorted(self.failures_dir.glob("*.json")):
+            data = read_json_object(path)
+            if data is None:
+                continue
+            stem = data.get("stem") or path.stem
+            out[stem] = FailureRecord(stem=stem, attempts=int(data.get("attempts", 0)),
+                                      reason=str(data.get("reason", "")),
+                                      traceback=str(data.get("traceback", "")),
+                                      updated_at=float(data.get("updated_at", 0.0)),
+                                      history=list(data.get("history") or []))
+        return out
+
+    def clear_failure(self, stem: str) -> None:
+        (self.failures_dir / f"{stem}.json").unlink(missing_ok=True)
+
+
+# ---- small file helpers --------------------------------------------------------------
+
+def _names(folder: Path, suffix: str) -> set[str]:
+    """Stems of the files named `<stem><suffix>` in `folder` (one listing, no stat)."""
+    try:
+        return {n[: -len(suffix)] for n in (e.name for e in os.scandir(folder))
+                if n.endswith(suffix) and not n.startswith(".")}
+    except FileNotFoundError:
+        return set()
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _size_and_sha256(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
