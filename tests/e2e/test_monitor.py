@@ -63,8 +63,9 @@ def test_watch_redraws_in_place_until_the_run_has_ended(tmp_path):
     chunks = {0: ["a", "b"]}
     run_folder = make_run(tmp_path, chunks, [gen_entry("4242", [0], executor="local")])
     plan = run_folder.load_plan()
-    run_folder.save_plan({**plan, "stems": plan["stems"] + ["gave-up"],
-                          "failed_stems": {"gave-up": "CUDA error"}})
+    plan.stems.append("gave-up")
+    plan.failed_stems["gave-up"] = "CUDA error"
+    run_folder.save_plan(plan)
     write_record(run_folder, 0, chunks[0], state="running", current="a")
 
     class FinishAfterFirstFrame(io.StringIO):
