@@ -5,13 +5,16 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.wmsub-installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit e2e demo venv cluster cluster-down checkpoint clean
+.PHONY: test unit ranks e2e demo venv cluster cluster-down checkpoint clean
 
 test: $(STAMP) cluster
-	$(VPY) -m pytest tests/unit tests/e2e $(PYTEST_ARGS)
+	$(VPY) -m pytest tests/unit tests/ranks tests/e2e $(PYTEST_ARGS)
 
-unit: $(STAMP)            # no cluster needed
+unit: $(STAMP)            # no cluster, one process: well under 2 minutes
 	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
+
+ranks: $(STAMP)           # several CPU ranks (gloo) per test, no cluster
+	$(VPY) -m pytest tests/ranks $(PYTEST_ARGS)
 
 e2e: $(STAMP) cluster     # real Slurm on the dev cluster
 	$(VPY) -m pytest tests/e2e $(PYTEST_ARGS)

@@ -97,7 +97,7 @@ def _start(spec: dict, world: int) -> list[subprocess.Popen]:
             for var in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
                 env.pop(var)
         procs.append(subprocess.Popen(
-            [sys.executable, "-c", "from tests.unit.test_engine_parallel import rank_main; rank_main()"],
+            [sys.executable, "-c", "from tests.ranks.test_engine_parallel import rank_main; rank_main()"],
             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return procs
 
