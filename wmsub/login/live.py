@@ -38,6 +38,10 @@ def _header(status: dict) -> Text:
     if t.get("restarts") or t.get("preemptions") or t.get("timeouts"):
         line.append(f"   requeues {t['restarts']} (timeouts {t['timeouts']}, "
                     f"preemptions {t['preemptions']})")
+    if t.get("plan_failed"):
+        line.append(f"\nnot planned, failed output.max_attempts times before: {len(t['plan_failed'])} "
+                    f"({', '.join(t['plan_failed'][:5])}{', ...' if len(t['plan_failed']) > 5 else ''})",
+                    style="yellow")
     if not status["sacct"]:
         line.append(f"\nsacct unavailable ({status['sacct_error']})", style="yellow")
     if status.get("squeue_error"):
