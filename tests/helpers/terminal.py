@@ -22,9 +22,12 @@ class Terminal:
                         "-y", str(height), *(["-c", str(cwd)] if cwd else []),
                         "bash", "-c", script], check=True)
 
-    def screen(self, *, escapes: bool = False, history: bool = False) -> str:
+    def screen(self, *, escapes: bool = False, history: bool = False, joined: bool = False) -> str:
+        """The pane's text; escapes: with colour codes; history: the scrollback too;
+        joined: lines the terminal wrapped are joined back."""
         argv = ["tmux", "capture-pane", "-p", "-t", self.name]
         argv += ["-e"] if escapes else []
+        argv += ["-J"] if joined else []
         argv += ["-S", "-"] if history else []
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 

@@ -227,7 +227,10 @@ def print_status(status: dict, file=None) -> None:
     """`status`: coloured on a terminal, plain text (no escape codes) otherwise."""
     file = file or sys.stdout
     if not file.isatty():
-        file.write(render_status(status) + "\n")
+        # line by line: a reader that leaves early (`| head`) shows as BrokenPipeError here
+        # at once, not as a silently dropped buffer
+        for line in status_lines(status):
+            file.write(line.plain + "\n")
         return
     console = _console(file)
     for line in status_lines(status, console.width):
