@@ -69,7 +69,7 @@ def format_runs(runs: list[dict], logs_dir: Path) -> str:
     if not runs:
         return f"no runs under {logs_dir}/ yet (start one with `python launch.py`)"
     width = max(len(r["name"]) for r in runs)
-    lines = [f"  {'run':<{width}}  {'config':<28} {'state':<13} {'done':>11}  {'GPU-h':>8}  score"]
+    lines = [f"  {'run':<{width}}  {'config':<28} {'state':<13} {'done':^11}  {'GPU-h':>8}  score"]
     for r in runs:
         mark = "*" if r.get("latest") else " "
         if "error" in r:
