@@ -63,8 +63,8 @@ def _table(status: dict, room: int, width: int) -> Table:
     table = Table(expand=True, pad_edge=False, show_edge=False)
     table.add_column("chunk", justify="right", width=5, no_wrap=True)
     table.add_column("job", width=12, no_wrap=True)
-    table.add_column("state", width=24, no_wrap=True, overflow="ellipsis")
-    table.add_column("progress", width=max(10, min(30, width // 5)), no_wrap=True)
+    table.add_column("state", width=20, no_wrap=True, overflow="ellipsis")
+    table.add_column("progress", width=12 if width < 120 else 20, no_wrap=True)
     table.add_column("done", justify="right", width=7, no_wrap=True)
     table.add_column("rst", justify="right", width=3, no_wrap=True)
     table.add_column("current video", ratio=1, no_wrap=True, overflow="ellipsis")
@@ -80,8 +80,8 @@ def _table(status: dict, room: int, width: int) -> Table:
         counts: dict[str, int] = {}
         for c in hidden:
             counts[c["state"]] = counts.get(c["state"], 0) + 1
-        table.add_row("…", "", Text(f"{len(hidden)} more: " + ", ".join(
-            f"{n} {s}" for s, n in counts.items()), style="dim"), "", "", "", "")
+        table.add_row("…", "", Text(f"{len(hidden)} more", style="dim"), "", "", "",
+                      Text(", ".join(f"{n} {s}" for s, n in counts.items()), style="dim"))
     return table
 
 
