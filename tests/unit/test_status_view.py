@@ -163,3 +163,23 @@ def test_logs_prints_one_chunk_rank_log(tmp_path):
     assert missing.returncode == 2 and "chunks with jobs: 0, 1" in missing.stderr
     not_yet = launch("logs", "--logs", tmp_path / "logs", "--chunk", "0", check=False)
     assert not_yet.returncode == 1 and "no log yet" in not_yet.stderr
+
+
+def test_the_live_screen_fits_a_short_terminal_keeping_the_rows_that_matter(tmp_path):
+    from rich.console import Console
+    from wmsub.login.live import screen
+    chunks = {i: [f"s{i}-{k}" for k in range(10)] for i in range(35)}
+    run = _local_run(tmp_path, chunks)
+    for i in range(35):
+        state = "finished" if i < 20 else "running" if i < 24 else "failed" if i == 30 else "pending"
+        write_record(run, i, chunks[i], state=state, current=chunks[i][3] if state == "running" else None,
+                     step=7, steps=50, error="RuntimeError: boom" if state == "failed" else None)
+    console = Console(width=100, height=20, record=True, file=open("/dev/null", "w"))
+    console.print(screen(monitor.collect_status(run.path), 100, 20))
+    lines = console.export_text().splitlines()
+    assert len(lines) <= 20
+    shown = [int(line.split()[0]) for line in lines if line.split() and line.split()[0].isdigit()]
+    assert shown[:4] == [20, 21, 22, 23] and 30 in shown and not set(shown) & set(range(20))
+    assert any("s20-3 step 7/50" in line for line in lines)
+    assert any(f"{35 - len(shown)} more" in line and "20 completed" in line for line in lines)
+    assert "chunk 30: RuntimeError: boom" in "\n".join(lines)
