@@ -2,6 +2,7 @@
 (states from the progress records, no Slurm call); real files throughout."""
 from __future__ import annotations
 
+import io
 import json
 import time
 
@@ -174,7 +175,7 @@ def test_the_live_screen_fits_a_short_terminal_keeping_the_rows_that_matter(tmp_
         state = "finished" if i < 20 else "running" if i < 24 else "failed" if i == 30 else "pending"
         write_record(run, i, chunks[i], state=state, current=chunks[i][3] if state == "running" else None,
                      step=7, steps=50, error="RuntimeError: boom" if state == "failed" else None)
-    console = Console(width=100, height=20, record=True, file=open("/dev/null", "w"))
+    console = Console(width=100, height=20, record=True, file=io.StringIO())
     console.print(screen(monitor.collect_status(run.path), 100, 20))
     lines = console.export_text().splitlines()
     assert len(lines) <= 20
