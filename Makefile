@@ -5,19 +5,26 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.wmsub-installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit ranks e2e demo venv cluster cluster-down checkpoint clean
+.PHONY: test unit ranks e2e demo venv cluster cluster-down checkpoint clean test-tools
 
-test: $(STAMP) cluster
+test: $(STAMP) cluster test-tools
 	$(VPY) -m pytest tests/unit tests/ranks tests/e2e $(PYTEST_ARGS)
 
-unit: $(STAMP)            # no cluster, one process: well under 2 minutes
+unit: $(STAMP) test-tools # no cluster, one process: well under 2 minutes
 	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
 
 ranks: $(STAMP)           # several CPU ranks (gloo) per test, no cluster
 	$(VPY) -m pytest tests/ranks $(PYTEST_ARGS)
 
-e2e: $(STAMP) cluster     # real Slurm on the dev cluster
+e2e: $(STAMP) cluster test-tools  # real Slurm on the dev cluster
 	$(VPY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+# tmux runs launch.py in a real terminal for the terminal tests (tests/e2e/test_terminal.py);
+# installed as slurm/devcluster.sh installs the cluster's packages (apt, as root).
+test-tools:
+	@command -v tmux >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends tmux >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends tmux >/dev/null; }; }
 
 demo: $(STAMP) cluster
 	$(VPY) -m wmsub.dev.demo

@@ -1,70 +1,200 @@
-"""Command line: `python launch.py [run] | plan | status | cancel | resubmit | report`.
+"""Command line: `python launch.py [COMMAND] ...`; COMMANDS below lists them.
 
 Runs on a login node: nothing here imports torch.
+
+Adding a command is one COMMANDS entry (its one-line help and a function adding its
+arguments) plus one `cmd_<name>(args) -> int` function.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import os
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
+from wmsub import CHECKOUT
 from wmsub.config import ConfigError, absolutize_paths, load_config
 
 DEFAULT_CONFIG = "configs/wan22_ti2v_5b.yaml"
-COMMANDS = ("run", "plan", "status", "cancel", "resubmit", "report")
+DEFAULT_LOGS = "logs"
+EXIT_BROKEN_PIPE = 141  # what a shell reports for a writer killed by SIGPIPE (128 + 13)
 
-HELP = """\
+INTRO = """\
 wmsub: WorldModelBench video generation on Slurm.
 
-  python launch.py [run] [--config FILE] [key=value ...] [--local] [--dry-run] [--wait]
-  python launch.py plan [--config FILE] [key=value ...] [--json]
-  python launch.py status [--run RUN] [--json] [--watch]
-  python launch.py cancel [--run RUN]
-  python launch.py resubmit [--run RUN] [--local] [--wait]
-  python launch.py report [--run RUN | --results FILE] [--out DIR] [key=value ...]
-
-Overrides are dotted config keys, e.g. bench.limit=10 output.dir=outputs generate.seed=42.
-See README.md for every key.
-"""
+COMMAND defaults to `run`. `python launch.py COMMAND --help` shows one command's options.
+Overrides are dotted config keys, e.g. bench.limit=10 output.dir=outputs generate.seed=42;
+README.md lists every key."""
 
 
-def _parser(command: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"launch.py {command}", description=HELP,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    if command in ("run", "plan", "report"):
-        p.add_argument("--config", default=None,
-                       help=f"YAML config (default {DEFAULT_CONFIG})")
-        p.add_argument("overrides", nargs="*", help="key=value config overrides")
-    if command in ("status", "cancel", "resubmit", "report"):
-        p.add_argument("--run", default=None, help="run name or folder (default: the latest)")
-        p.add_argument("--logs", default="logs", help="logs folder holding the runs")
-    if command in ("run", "resubmit"):
-        p.add_argument("--local", action="store_true", help="run chunks with submitit's local executor")
-        p.add_argument("--wait", action="store_true", help="wait until the generation jobs end")
-    if command == "run":
-        p.add_argument("--dry-run", action="store_true",
-                       help="print the plan and the sbatch script; submit nothing")
-    if command in ("plan", "status"):
-        p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    if command == "status":
-        p.add_argument("--watch", action="store_true", help="refresh until the run ends")
-        p.add_argument("--interval", type=float, default=5.0)
-    if command == "report":
-        p.add_argument("--results", default=None, help="an official results JSON file")
-        p.add_argument("--out", default=None, help="report folder (default <run>/report)")
+# ---- shared argument groups ---------------------------------------------------------------
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", default=None,
+                   help=f"YAML config (default {DEFAULT_CONFIG}; a relative path not found "
+                        "here is looked up in the checkout)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", default=None, help="run name or folder (default: the latest)")
+    p.add_argument("--logs", default=DEFAULT_LOGS,
+                   help="folder holding the runs (default logs/ here, else the checkout's)")
+
+
+def add_json_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+
+def _submit_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--local", action="store_true", help="run chunks with submitit's local executor")
+    p.add_argument("--wait", action="store_true",
+                   help="wait until every job of the run has ended, then show the status and "
+                        "the report's path and total score")
+
+
+def _run_arguments(p):
+    add_config_args(p)
+    _submit_args(p)
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan and the sbatch scripts of every stage; submit nothing, "
+                        "create nothing")
+
+
+def _plan_arguments(p):
+    add_config_args(p)
+    add_json_arg(p)
+
+
+def _status_arguments(p):
+    add_run_args(p)
+    add_json_arg(p)
+    p.add_argument("--watch", action="store_true",
+                   help="a live table, refreshed in place until every job of the run has ended")
+    p.add_argument("--interval", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between refreshes with --watch (default 5)")
+
+
+def _cancel_arguments(p):
+    add_run_args(p)
+    add_json_arg(p)
+    p.add_argument("--yes", "-y", action="store_true",
+                   help="do not ask for confirmation (asked only when --run is not given and "
+                        "stdin is a terminal)")
+
+
+def _resubmit_arguments(p):
+    add_run_args(p)
+    _submit_args(p)
+
+
+def _report_arguments(p):
+    add_run_args(p)
+    p.add_argument("--results", default=None, help="an official results JSON file")
+    p.add_argument("--out", default=None, help="report folder (default <run>/report)")
+    add_config_args(p)
+
+
+def _runs_arguments(p):
+    p.add_argument("--logs", default=DEFAULT_LOGS,
+                   help="folder holding the runs (default logs/ here, else the checkout's)")
+    add_json_arg(p)
+
+
+def _logs_arguments(p):
+    add_run_args(p)
+    p.add_argument("--chunk", type=int, default=None,
+                   help="chunk index (default: the first running chunk, else the first that failed, else 0)")
+    p.add_argument("--rank", type=int, default=0, help="rank (task) within the chunk's job (default 0)")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing what is appended until the job ends (or Ctrl-C)")
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str                                              # one line: the command list and its --help
+    add_arguments: Callable[[argparse.ArgumentParser], None]  # adds the command's own arguments
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command("validate, plan, submit the generation array (+ judge/report jobs when "
+                   "judge.enabled)", _run_arguments),
+    "plan": Command("validate + scan the outputs + plan; submit nothing", _plan_arguments),
+    "status": Command("per-chunk state, done counts, failures with their log lines, totals, ETA",
+                      _status_arguments),
+    "runs": Command("every run under the logs folder: config, state, done/total, GPU-hours, score",
+                    _runs_arguments),
+    "logs": Command("print one chunk's submitit log (-f: follow it live)", _logs_arguments),
+    "cancel": Command("cancel every job of a run (all stages); finished videos stay",
+                      _cancel_arguments),
+    "resubmit": Command("submit only what is missing or failed in a run, same settings and folder",
+                        _resubmit_arguments),
+    "report": Command("scores, per-domain table, charts, contact sheet, generation stats",
+                      _report_arguments),
+}
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one command; its --help shows that command alone."""
+    p = argparse.ArgumentParser(prog=f"launch.py {name}", description=COMMANDS[name].help)
+    COMMANDS[name].add_arguments(p)
     return p
+
+
+def global_help() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [INTRO, "", "commands:"]
+    lines += [f"  {name:<{width}}  {c.help}" for name, c in COMMANDS.items()]
+    lines += ["", "usage:"]
+    lines += ["  python " + " ".join(command_parser(name).format_usage().split()[1:])
+              for name in COMMANDS]
+    return "\n".join(lines)
+
+
+def _unknown_command(word: str) -> str:
+    close = difflib.get_close_matches(word, list(COMMANDS), n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    return (f"launch.py: unknown command {word!r}; {hint}commands: {', '.join(COMMANDS)} "
+            f"(config overrides look like key=value)")
+
+
+def _looks_like_a_command(word: str) -> bool:
+    return not word.startswith("-") and "=" not in word
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in ("-h", "--help"):
-        print(HELP)
-        return 0
-    command = argv.pop(0) if argv and argv[0] in COMMANDS else "run"
-    args = _parser(command).parse_args(argv)
     try:
-        return globals()[f"cmd_{command}"](args)
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # `status | head`: the reader left. Point stdout at /dev/null so that the
+        # interpreter's final flush does not raise again, and end like a SIGPIPE'd tool.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _dispatch(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(global_help())
+        return 0
+    if argv and argv[0] in COMMANDS:
+        command = argv.pop(0)
+    elif argv and _looks_like_a_command(argv[0]):
+        print(_unknown_command(argv[0]), file=sys.stderr)
+        return 2
+    else:
+        command = "run"
+    args = command_parser(command).parse_args(argv)
+    try:
+        rc = globals()[f"cmd_{command}"](args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler above
+        return rc
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
@@ -73,8 +203,38 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+# ---- paths --------------------------------------------------------------------------------
+
+def checkout_path(value: str | Path) -> Path:
+    """A relative path as given when it exists here, else the checkout's when that exists:
+    `python /path/to/launch.py status` works from any folder."""
+    path = Path(value)
+    if path.is_absolute() or path.exists():
+        return path
+    in_checkout = CHECKOUT / path
+    return in_checkout if in_checkout.exists() else path
+
+
+def _logs(args) -> Path:
+    return checkout_path(args.logs)
+
+
+def _find_run(args):
+    from wmsub.state.runs import find_run
+    return find_run(_logs(args), args.run)
+
+
+def status_hint(run) -> str:
+    """The shell-quoted command that shows this run's status from where we are now."""
+    launch = "launch.py" if Path.cwd().resolve() == CHECKOUT else str(CHECKOUT / "launch.py")
+    argv = ["python", launch, "status", "--run", run.name]
+    if checkout_path(DEFAULT_LOGS).resolve() != run.path.parent.resolve():
+        argv += ["--logs", str(run.path.parent)]
+    return shlex.join(argv)
+
+
 def _load(args):
-    path = args.config or DEFAULT_CONFIG
+    path = str(checkout_path(args.config or DEFAULT_CONFIG))
     return absolutize_paths(load_config(path, args.overrides)), path
 
 
@@ -91,6 +251,8 @@ def _plan_or_exit(cfg):
     return None
 
 
+# ---- commands -----------------------------------------------------------------------------
+
 def cmd_plan(args) -> int:
     from wmsub.login.views import format_plan
     cfg, _ = _load(args)
@@ -104,7 +266,7 @@ def cmd_plan(args) -> int:
 def cmd_run(args) -> int:
     from wmsub.login import submission
     from wmsub.login.views import format_plan
-    from wmsub.state.runs import create_run, RunFolder
+    from wmsub.state.runs import create_run
     cfg, path = _load(args)
     plan = _plan_or_exit(cfg)
     if plan is None:
@@ -118,9 +280,8 @@ def cmd_run(args) -> int:
             print(f"judge stage refused; nothing was submitted.\n{e}", file=sys.stderr)
             return 1
     if args.dry_run:
-        run = RunFolder(Path(cfg.run.logs_dir).resolve() / "DRY-RUN")
-        print("\n# sbatch script for the generation array:\n")
-        print(submission.sbatch_preview(cfg, run, len(plan.chunks)))
+        from wmsub.login.dry_run import print_dry_run
+        print_dry_run(cfg, path, plan)
         return 0
     if not plan.chunks:
         print("nothing to generate: every instance is done (or failed too often; see plan).")
@@ -134,9 +295,9 @@ def cmd_run(args) -> int:
     if cfg.judge.enabled and kind == "slurm":
         for e in submission.submit_judge_and_report(cfg, run, entry["job_id"]):
             print(f"  {e['stage']} job {e['job_id']} (after the previous stage, afterany)")
-    print(f"run folder: {run.path}\nwatch it:   python launch.py status --run {run.name}")
+    print(f"run folder: {run.path}\nwatch it:   {status_hint(run)}")
     if kind == "slurm":
-        print(f"or:         squeue -j {entry['job_id']} -r")
+        print(f"or:         squeue -j {entry['job_id']} -r -o {shlex.quote(submission.SQUEUE_FORMAT)}")
     if args.wait or kind == "local":
         return _wait(run, jobs, kind)
     return 0
@@ -144,8 +305,7 @@ def cmd_run(args) -> int:
 
 def cmd_resubmit(args) -> int:
     from wmsub.login import submission
-    from wmsub.state.runs import find_run
-    run = find_run(args.logs, args.run)
+    run = _find_run(args)
     cfg = run.load_config()
     workers = submission.resubmit_workers(run, cfg)
     if not workers:
@@ -161,50 +321,70 @@ def cmd_resubmit(args) -> int:
 
 
 def _wait(run, jobs, kind: str) -> int:
-    """Wait for the generation jobs, then show the run (local runs always wait: their
-    processes belong to this session)."""
+    """Wait for the run's jobs, then show the run and, last, its report (local runs always
+    wait: their processes belong to this session)."""
     from wmsub.login import submission
     from wmsub.login.monitor import collect_status
-    from wmsub.login.views import render_status
-    print("waiting for the generation jobs ...", flush=True)
+    from wmsub.login.views import final_line, print_status
+    print("waiting for the run's jobs ...", flush=True)
     submission.wait_for_jobs(jobs, kind)
+    if kind == "slurm":  # the judge and report jobs (if any) come after the generation array
+        submission.wait_for_run(run)
     status = collect_status(run.path)
-    print(render_status(status))
+    print_status(status)
+    print(final_line(status))
     totals = status.get("totals", {})
     return 0 if totals.get("done") == totals.get("total") else 1
 
 
 def cmd_status(args) -> int:
     from wmsub.login.monitor import collect_status
-    from wmsub.login.views import render_status, watch
-    from wmsub.state.runs import find_run
-    run = find_run(args.logs, args.run)
+    from wmsub.login.views import print_status, watch
+    run = _find_run(args)
     if args.watch:
         watch(run.path, interval_s=args.interval)
         return 0
     status = collect_status(run.path)
-    print(json.dumps(status, indent=1) if args.json else render_status(status))
+    if args.json:
+        print(json.dumps(status, indent=1))
+    else:
+        print_status(status)
     return 0
 
 
 def cmd_cancel(args) -> int:
+    from wmsub.login.cancel_view import confirm_cancel, format_cancel
     from wmsub.login.submission import cancel_run
-    from wmsub.state.runs import find_run
-    run = find_run(args.logs, args.run)
+    run = _find_run(args)
+    if args.run is None and not args.yes and sys.stdin.isatty() and not confirm_cancel(run):
+        print("nothing cancelled")
+        return 1
     result = cancel_run(run.path)
-    print(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1) if args.json else format_cancel(result))
+    return 0 if not result["still_queued"] and not result["scancel_error"] else 1
+
+
+def cmd_runs(args) -> int:
+    from wmsub.login.runlist import collect_runs, format_runs
+    runs = collect_runs(_logs(args))
+    print(json.dumps(runs, indent=1) if args.json else format_runs(runs, _logs(args)))
     return 0
+
+
+def cmd_logs(args) -> int:
+    from wmsub.login.chunklog import show_chunk_log
+    return show_chunk_log(_find_run(args), args.chunk, args.rank, follow=args.follow)
 
 
 def cmd_report(args) -> int:
     from wmsub.score.report import write_report
-    from wmsub.state.runs import find_run
     if args.results:
         out = Path(args.out or "report")
-        cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
+        cfg = (load_config(str(checkout_path(args.config)) if args.config else None, args.overrides)
+               if (args.config or args.overrides) else None)
         path = write_report(None, Path(args.results), out, cfg=cfg)
     else:
-        run = find_run(args.logs, args.run)
+        run = _find_run(args)
         path = write_report(run.path, None, Path(args.out) if args.out else run.path / "report")
     print(f"report written: {path}")
     return 0

@@ -110,6 +110,9 @@ class SlurmConfig:
     python: str = ""  # interpreter on the compute nodes; empty: the launching interpreter
     setup: list[str] = field(default_factory=list)  # shell lines before the job (module load, ...)
     additional: dict[str, str] = field(default_factory=dict)  # extra sbatch flags
+    # extra srun flags of the generation job step, e.g. ["--cpus-per-task=8"] (Slurm
+    # 22.05-23.02 does not hand sbatch's --cpus-per-task to srun)
+    srun_args: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -288,6 +291,10 @@ def validate(cfg: Config) -> None:
         problems.append("plan.chunks must be 0 (derive) or positive")
     if cfg.judge.shards < 1:
         problems.append("judge.shards must be at least 1")
+    for arg in cfg.slurm.srun_args:
+        if not arg.startswith("-"):
+            problems.append(f"slurm.srun_args: {arg!r} is not an srun option — fix: give options "
+                            "with their values joined, e.g. ['--cpus-per-task=8']")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 

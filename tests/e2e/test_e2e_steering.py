@@ -29,7 +29,7 @@ def test_status_cancel_resubmit(tmp_path, synthetic_bench, tiny_checkpoint):
     # status counts a video done only once it is complete on disk
     assert status["totals"]["done"] <= len(on_disk) + 1
 
-    cancelled = json.loads(launch("cancel", "--logs", tmp_path / "logs").stdout)
+    cancelled = json.loads(launch("cancel", "--logs", tmp_path / "logs", "--json").stdout)
     assert cancelled is not None
     assert not squeue_ids(gen["job_id"]), "a job of the run is still queued after cancel"
     claims = list((tmp_path / "outputs" / ".wmsub" / "claims").glob("*.claim"))

@@ -59,35 +59,38 @@ def test_a_resubmitted_chunk_is_shown_with_its_newest_job():
 
 
 def test_watch_redraws_in_place_until_the_run_has_ended(tmp_path):
-    """A local-executor run: no Slurm call at all; the record finishing ends the watch."""
+    """A local-executor run: no Slurm call at all; the record finishing ends the watch.
+    (tests/e2e/test_terminal.py watches in a real terminal.)"""
+    from rich.console import Console
     chunks = {0: ["a", "b"]}
     run_folder = make_run(tmp_path, chunks, [gen_entry("4242", [0], executor="local")])
     plan = run_folder.load_plan()
     plan.stems.append("gave-up")
     plan.failed_stems["gave-up"] = "CUDA error"
     run_folder.save_plan(plan)
-    write_record(run_folder, 0, chunks[0], state="running", current="a")
+    write_record(run_folder, 0, chunks[0], state="running", current="a", step=3, steps=50)
 
     class FinishAfterFirstFrame(io.StringIO):
         frames = 0
 
         def write(self, text):
-            if text.startswith("\x1b[H\x1b[2J"):
+            if "chunk" in text and self.frames == 0:
                 self.frames += 1
-                if self.frames == 1:
-                    make_done(tmp_path / "outputs", "a")
-                    make_done(tmp_path / "outputs", "b")
-                    write_record(run_folder, 0, chunks[0], state="finished", done=["a", "b"])
+                make_done(tmp_path / "outputs", "a")
+                make_done(tmp_path / "outputs", "b")
+                write_record(run_folder, 0, chunks[0], state="finished", done=["a", "b"])
             return super().write(text)
 
     screen = FinishAfterFirstFrame()
-    final = views.watch(run_folder.path, interval_s=0.01, stream=screen)
-    assert screen.frames == 2
-    assert "running" in screen.getvalue() and "2/2" in screen.getvalue()
+    console = Console(file=screen, force_terminal=True, width=120, height=30)
+    final = views.watch(run_folder.path, interval_s=0.01, console=console)
+    shown = screen.getvalue()
+    assert "a step 3/50" in shown and "2/2" in shown and "every job of the run has ended" in shown
+    assert "\x1b[2J" not in shown, "the watch must redraw in place, not clear the screen"
     assert final["finished"] and final["chunks"][0]["state"] == "completed"
     assert (final["totals"]["done"], final["totals"]["total"], final["totals"]["failed"]) == (2, 3, 0)
     assert final["totals"]["plan_failed"] == ["gave-up"]
-    assert "failed output.max_attempts times before: 1 (gave-up)" in screen.getvalue()
+    assert "failed output.max_attempts times before: 1 (gave-up)" in shown
 
 
 # ---- against the dev cluster ---------------------------------------------------------------------

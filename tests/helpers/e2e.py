@@ -20,9 +20,12 @@ def smoke_overrides(tmp: Path, bench: Path, ckpt: Path, **extra) -> list[str]:
     return [f"{k}={v}" for k, v in keys.items()]
 
 
-def launch(*args, timeout_s: float = 600, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "launch.py", *map(str, args)]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout_s)
+def launch(*args, timeout_s: float = 600, check: bool = True, cwd: Path | None = None,
+           launch_py: Path | None = None) -> subprocess.CompletedProcess:
+    """launch.py ARGS as a user runs it (stdin is not a terminal: nothing is asked)."""
+    cmd = [sys.executable, str(launch_py or "launch.py"), *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout_s,
+                          stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

@@ -145,3 +145,22 @@ def test_fast_path_is_applied_only_when_not_exact(tiny_dir, engine):
     fast_engine = load_engine(cfg, init_distributed(cfg.generate))
     fp = fast_engine.fingerprint()
     assert fp["exact"] is False and fp["speedups"] and fp["speedups"]["fast_blocks"] is True
+
+
+def test_each_denoising_step_reaches_the_chunk_record_without_changing_the_video(
+        engine, image_path, tmp_path):
+    from wmsub.state.progress import ChunkProgress
+    inst = make_instance(0, "frame", "a red ball rolls slowly", image_path)
+    plain = sample_instance(engine, inst, engine.gen.seed)
+    progress = ChunkProgress(tmp_path / "chunks" / "0.json", 0, ["frame"])
+    progress.update(lambda r: r.update(current="frame"))
+    report = progress.step_reporter("frame", interval_s=0.0)
+    calls = []
+    engine.step_callback = lambda step, steps: (calls.append((step, steps)), report(step, steps))
+    try:
+        reported = sample_instance(engine, inst, engine.gen.seed)
+    finally:
+        engine.step_callback = None
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+    assert torch.equal(reported, plain)
+    assert (progress.read()["step"], progress.read()["steps"]) == (3, 3)

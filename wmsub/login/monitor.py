@@ -1,5 +1,5 @@
 """`launch.py status`: what a run is doing. Read-only: it never changes the queue or the
-outputs (cancel lives in submission.py, rendering in status_view.py).
+outputs (cancel lives in submission.py, rendering in views.py and live.py).
 
 Sources, cheapest first: the run folder (jobs.json, plan.json, chunks/<i>.json), one
 directory listing of the output folder and of its records (a stem is done when its mp4
@@ -55,10 +55,32 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> list[str]:
     return text.splitlines()[-lines:]
 
 
-def log_paths(run_dir: Path, job_id: str) -> tuple[Path, Path]:
-    """submitit's (stderr, stdout) of global rank 0 of a task."""
-    paths = JobPaths(RunFolder(Path(run_dir)).submitit_dir, job_id=job_id, task_id=0)
+def log_paths(run_dir: Path, job_id: str, rank: int = 0) -> tuple[Path, Path]:
+    """submitit's (stderr, stdout) of one global rank (default 0) of a task."""
+    paths = JobPaths(RunFolder(Path(run_dir)).submitit_dir, job_id=job_id, task_id=rank)
     return paths.stderr, paths.stdout
+
+
+def _is_frame(line: str) -> bool:
+    stripped = line.lstrip()
+    return stripped.startswith('File "') and ", line " in stripped
+
+
+def summarize_log(lines: list[str], keep: int = LOG_TAIL_LINES) -> list[str]:
+    """The last `keep` lines of a log without Python traceback frames (a frame's `File ...`
+    line and the indented source and ^^^ lines under it): what is left names the
+    exception, its message and the fix."""
+    out: list[str] = []
+    in_frame = False
+    for line in lines:
+        if _is_frame(line):
+            in_frame = True
+            continue
+        if in_frame and line.startswith("    "):
+            continue
+        in_frame = False
+        out.append(line)
+    return out[-keep:]
 
 
 # ---- job states --------------------------------------------------------------------------
@@ -91,6 +113,23 @@ def _job_view(job_id: str, entry: dict, queue: dict, acct: dict, record: dict | 
             "elapsed_s": None}
 
 
+def _finished_per_record(view: dict, record: dict | None, stems: list[str], done_stems,
+                         live: sq.JobInfo | None) -> dict:
+    """A chunk whose own record says it finished, with every video on disk, is completed,
+    whatever Slurm says of a job that was (say) preempted while exiting, unless Slurm is
+    about to run it again."""
+    finished = (record or {}).get("state") in ("finished", "finished_with_failures")
+    ended_oddly = view["state"] in ("failed", "timeout", "cancelled", "unknown", "requeued")
+    if not (finished and ended_oddly and stems and all(s in done_stems for s in stems)):
+        return view
+    if live is not None and live.state in sq.ACTIVE_STATES:
+        return view
+    said = view["slurm_state"] or view["state"]
+    said += f", {view['reason']}" if view["reason"] else ""
+    return {**view, "state": "completed", "state_from": "record",
+            "reason": f"the chunk's record says finished, every video is on disk (Slurm: {said})"}
+
+
 def _stage_state(states: list[str]) -> str:
     if not states:
         return "not submitted"
@@ -118,13 +157,31 @@ def _stage(run_dir: Path, jobs: list[dict], stage: str, queue, acct, sacct_ok) -
         views.append({"task": key, "job_id": job_id, **view, "log": str(err_log)})
         if view["state"] in ("failed", "timeout", "cancelled"):
             views[-1]["log_tail"] = _tail(err_log) or _tail(out_log)
+            views[-1]["log_summary"] = summarize_log(_tail(err_log, 400) or _tail(out_log, 400))
     return {"state": _stage_state([v["state"] for v in views]), "jobs": views}
 
 
 # ---- the status ----------------------------------------------------------------------------
 
-def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None = None) -> dict:
-    """Everything `status` shows, as one JSON-able dict (see docs/MONITOR.md)."""
+def slurm_ids_of(jobs: list[dict]) -> list[str]:
+    """The Slurm job ids (array masters) in a run's jobs.json, oldest first."""
+    return list(dict.fromkeys(str(e["job_id"]) for e in jobs
+                              if e.get("job_id") and e.get("executor", "slurm") == "slurm"))
+
+
+def query_slurm(slurm_ids: list[str], use_sacct: bool = True) -> tuple:
+    """(queue, squeue error, accounting, sacct error): one squeue and one sacct call."""
+    queue, squeue_error = sq.query_squeue(slurm_ids)
+    acct, sacct_error = sq.query_sacct(slurm_ids) if use_sacct else ({}, "sacct not used (use_sacct=False)")
+    return queue, squeue_error, acct, sacct_error
+
+
+def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None = None,
+                   slurm: tuple | None = None) -> dict:
+    """Everything `status` shows, as one JSON-able dict (see docs/MONITOR.md).
+
+    `slurm`: `query_slurm`'s answer for (at least) this run's jobs, when the caller asked
+    for many runs at once (`launch.py runs`)."""
     run = RunFolder(Path(run_dir).resolve())
     now = time.time() if now is None else now
     cfg = run.load_config()
@@ -134,10 +191,8 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
     done_stems = store.listed_done()
     failure_files = store.listed_failures()
 
-    slurm_ids = list(dict.fromkeys(str(e["job_id"]) for e in jobs
-                                   if e.get("job_id") and e.get("executor", "slurm") == "slurm"))
-    queue, squeue_error = sq.query_squeue(slurm_ids)
-    acct, sacct_error = sq.query_sacct(slurm_ids) if use_sacct else ({}, "sacct not used (use_sacct=False)")
+    slurm_ids = slurm_ids_of(jobs)
+    queue, squeue_error, acct, sacct_error = slurm or query_slurm(slurm_ids, use_sacct)
     sacct_ok = sacct_error is None
 
     chunk_jobs = current_chunk_jobs(jobs)
@@ -158,6 +213,7 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
         view = (_job_view(job_id, entry, queue, acct, job_record, sacct_ok) if job_id else
                 {"state": "not submitted", "reason": "", "slurm_state": "", "restarts": 0,
                  "elapsed_s": None})
+        view = _finished_per_record(view, job_record, stems, done_stems, queue.get(job_id))
         if view["elapsed_s"] is None and job_record and job_record.get("started_at"):
             view["elapsed_s"] = int(max(0.0, job_record.get("updated_at", now) - job_record["started_at"]))
             view["elapsed_from"] = "record"
@@ -172,6 +228,9 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
             "index": index, "job_id": job_id, **view,
             "done": sum(s in done_stems for s in stems), "total": len(stems),
             "current": (job_record or {}).get("current") if active else None,
+            # the current video's denoising step, as the worker last wrote it (rate-limited)
+            "step": (job_record or {}).get("step") if active and (job_record or {}).get("current") else None,
+            "steps": (job_record or {}).get("steps") if active and (job_record or {}).get("current") else None,
             "failed": failed, "error": (job_record or {}).get("error"),
             "record_state": (record or {}).get("state"), "record_job_id": (record or {}).get("job_id"),
             "unverified": [s for s in (record or {}).get("done") or [] if s not in done_stems],
@@ -184,6 +243,7 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
         if job_id and (ended_badly or failed or chunk["error"]):
             tail = _tail(err_log) or _tail(out_log)
             chunk["log_tail"] = tail
+            chunk["log_summary"] = summarize_log(_tail(err_log, 400) or _tail(out_log, 400))
             if not _tail(err_log) and tail:
                 chunk["log"] = str(out_log)
         chunks.append(chunk)
@@ -218,11 +278,20 @@ def _totals(cfg, plan, chunks, records, jobs, acct, done_stems, now) -> dict:
                    if v.get("finished_at")]
     starts = [r["started_at"] for r in records if r.get("started_at")]
     first = min(starts + finished_at) if (starts or finished_at) else now
-    window = max(60.0, min(RATE_WINDOW_S, now - first))
-    recent = sum(1 for t in finished_at if now - window <= t <= now + 60)
+    active = any(c["state"] in sq.ACTIVE_STATES for c in chunks)
+    # Once nothing runs, the rate is the one of the run's active window (up to its last
+    # video), not one that keeps falling as the clock goes on.
+    end = now if active or not finished_at else max(finished_at)
+    window = max(60.0, min(RATE_WINDOW_S, end - first))
+    recent = sum(1 for t in finished_at if end - window <= t <= end + 60)
     rate = recent * 3600.0 / window
     remaining = max(0, total - done)
-    eta = 0.0 if remaining == 0 else (remaining * 3600.0 / rate if rate > 0 else None)
+    if remaining == 0:
+        eta = 0.0
+    elif not active:  # ended, cancelled, or never submitted: nothing will finish the rest
+        eta = None
+    else:
+        eta = remaining * 3600.0 / rate if rate > 0 else None
     # Every gen task that ever ran, superseded ones included: their GPU time was spent too.
     gen_ids = {str(t) for e in jobs if e.get("stage", "gen") == "gen"
                for t in ((e.get("tasks") or {}).values() or [e.get("job_id")])}
@@ -236,6 +305,7 @@ def _totals(cfg, plan, chunks, records, jobs, acct, done_stems, now) -> dict:
     return {"done": done, "total": total, "failed": failed,
             "plan_failed": sorted(s for s in plan_failed if s not in done_stems),
             "videos_per_hour": round(rate, 2), "eta_s": None if eta is None else round(eta),
+            "active": active, "rate_until": end,
             "gpu_hours": round(gpu_s * cfg.slurm.gpus_per_job / 3600.0, 3),
             "failed_chunks": sum(c["state"] in ("failed", "timeout", "cancelled") for c in chunks),
             "restarts": sum(c["restarts"] for c in chunks),

@@ -8,6 +8,7 @@ close enough and keeps estimates explainable.
 """
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -158,3 +159,14 @@ def split_balanced(instances: list[Instance], costs: dict[str, float], n_chunks:
         loads[k] += costs[inst.stem]
     return [Chunk(index=k, instances=sorted(b, key=lambda i: i.index), est_s=loads[k])
             for k, b in enumerate(bins)]
+
+
+def wall_clock_s(durations: list[float], parallelism: int) -> float:
+    """How long an array of tasks with these durations takes when at most `parallelism`
+    run at once and Slurm starts them in index order as slots free up (no queue wait)."""
+    if not durations:
+        return 0.0
+    slots = [0.0] * max(1, min(parallelism, len(durations)))
+    for d in durations:
+        heapq.heappush(slots, heapq.heappop(slots) + d)
+    return max(slots)

@@ -9,6 +9,7 @@ import shlex
 import shutil
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import submitit
@@ -35,7 +36,31 @@ def executor_kind(cfg: Config, force_local: bool = False) -> str:
 
 def _setup_lines(extra: list[str]) -> list[str]:
     # The job imports wmsub from this checkout: the compute node sees the same shared FS.
-    return [*extra, f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
+    # Quoted: a checkout path may hold spaces.
+    return [*extra, f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
+
+
+# ---- job names ------------------------------------------------------------------------------
+
+STAGE_TAGS = {"gen": "gen", "judge": "jdg", "report": "rep"}
+# squeue's default NAME column is 8 wide: this format prints the whole job name.
+SQUEUE_FORMAT = "%.18i %.9P %.40j %.8T %.10M %.4r %R"
+
+
+def short_run_id(run_name: str) -> str:
+    """4 hex digits derived from the run name: the same run always gets the same id."""
+    return f"{zlib.crc32(run_name.encode()) & 0xFFFF:04x}"
+
+
+def job_name(run_name: str, stage: str) -> str:
+    """`<id>-<stage>.<run name>`, e.g. `3fa2-gen.smoke-20261130-101010`: the first 8
+    characters (all squeue shows by default) tell runs and stages apart."""
+    return f"{short_run_id(run_name)}-{STAGE_TAGS[stage]}.{run_name}"
+
+
+def _python_command(python: str) -> str | None:
+    """slurm.python as one shell word (a path may hold spaces); None: the launching one."""
+    return shlex.quote(python) if python else None
 
 
 def _slurm_common(cfg: Config) -> dict:
@@ -53,13 +78,13 @@ def generation_executor(cfg: Config, run: RunFolder, kind: str):
     gpus = s.gpus_per_job
     if kind == "local":
         ex = submitit.LocalExecutor(folder=run.submitit_dir, max_num_timeout=s.max_timeout_requeues,
-                                    python=s.python or None)
+                                    python=_python_command(s.python))
         # Local "GPUs" are only a count: on a CPU-only machine gpus_per_node must stay 0.
         ex.update_parameters(timeout_min=s.time_min, tasks_per_node=gpus, nodes=1,
                              gpus_per_node=0, cpus_per_task=1)
         return ex
     ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=s.max_timeout_requeues,
-                                python=s.python or None)
+                                python=_python_command(s.python))
     ex.update_parameters(**_generation_sbatch_params(cfg, run))
     return ex
 
@@ -69,29 +94,37 @@ def _generation_sbatch_params(cfg: Config, run: RunFolder) -> dict:
     gpus = s.gpus_per_job
     additional = {"requeue": True} if s.requeue else {}
     additional.update(s.additional)
-    return dict(job_name=f"{run.name}-gen", nodes=1, ntasks_per_node=gpus, gres=f"gpu:{gpus}",
-                cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB", time=s.time_min,
-                signal_delay_s=s.signal_delay_s, array_parallelism=s.array_parallelism,
-                setup=_setup_lines(s.setup), additional_parameters=additional,
+    return dict(job_name=job_name(run.name, "gen"), nodes=1, ntasks_per_node=gpus,
+                gres=f"gpu:{gpus}", cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB",
+                time=s.time_min, signal_delay_s=s.signal_delay_s,
+                array_parallelism=s.array_parallelism, setup=_setup_lines(s.setup),
+                additional_parameters=additional, srun_args=list(s.srun_args),
                 **_slurm_common(cfg))
 
 
-def _single_gpu_executor(cfg: Config, run: RunFolder, stage: str, gpus: int, time_min: int,
-                         dependency: str | None):
+# The judge's shards and the report: the time limit and GPUs of each stage.
+STAGE_LIMITS = {"judge": lambda cfg: (1, cfg.judge.time_min), "report": lambda cfg: (0, 30)}
+
+
+def _stage_sbatch_params(cfg: Config, run: RunFolder, stage: str, dependency: str | None) -> dict:
     j = cfg.judge
-    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0)
+    gpus, time_min = STAGE_LIMITS[stage](cfg)
     params = _slurm_common(cfg)
     if j.partition:
         params["partition"] = j.partition
     if gpus:
         params["gres"] = f"gpu:{gpus}"
-    extra = {"kill-on-invalid-dep": "yes"}
     if dependency:
         params["dependency"] = dependency
-    ex.update_parameters(job_name=f"{run.name}-{stage}", nodes=1, ntasks_per_node=1,
-                         cpus_per_task=j.cpus, mem=f"{j.mem_gb}GB", time=time_min,
-                         setup=_setup_lines(cfg.slurm.setup + j.setup),
-                         additional_parameters=extra, **params)
+    return dict(job_name=job_name(run.name, stage), nodes=1, ntasks_per_node=1,
+                cpus_per_task=j.cpus, mem=f"{j.mem_gb}GB", time=time_min,
+                setup=_setup_lines(cfg.slurm.setup + j.setup),
+                additional_parameters={"kill-on-invalid-dep": "yes"}, **params)
+
+
+def _single_gpu_executor(cfg: Config, run: RunFolder, stage: str, dependency: str | None):
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0)
+    ex.update_parameters(**_stage_sbatch_params(cfg, run, stage, dependency))
     return ex
 
 
@@ -127,6 +160,22 @@ def wait_for_jobs(jobs, kind: str, poll_s: float = 3.0) -> None:
         time.sleep(poll_s)
 
 
+def run_slurm_ids(run: RunFolder) -> list[str]:
+    """The Slurm job ids of every stage of the run (array masters), oldest first."""
+    return list(dict.fromkeys(str(e["job_id"]) for e in run.jobs()
+                              if e.get("job_id") and e.get("executor", "slurm") == "slurm"))
+
+
+def wait_for_run(run: RunFolder, poll_s: float = 3.0) -> None:
+    """Block until no job of the run (generation, judge, report) is in the queue."""
+    ids = run_slurm_ids(run)
+    while ids:
+        queue, error = sq.query_squeue(ids, all_states=False)
+        if error is None and not queue:
+            return
+        time.sleep(poll_s)
+
+
 def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list[dict]:
     """Judge shards after the whole generation array, then the report after the shards.
 
@@ -139,7 +188,7 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list
     shards = judge.write_shards_file(run.path, cfg, plan.stems, plan.domains or None)
     entries = []
     dep = f"afterany:{after_job}" if after_job else None
-    ex = _single_gpu_executor(cfg, run, "judge", 1, cfg.judge.time_min, dep)
+    ex = _single_gpu_executor(cfg, run, "judge", dep)
     shard_ids = list(range(len(shards)))
     jobs = ex.map_array(judge.run_shard, [str(run.path)] * len(shard_ids), shard_ids)
     judge_master = jobs[0].job_id.split("_")[0]
@@ -149,7 +198,7 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list
     run.add_job(entries[-1])
     if cfg.judge.report:
         from wmsub.score import report
-        rex = _single_gpu_executor(cfg, run, "report", 0, 30, f"afterany:{judge_master}")
+        rex = _single_gpu_executor(cfg, run, "report", f"afterany:{judge_master}")
         rjob = rex.submit(report.run_report, str(run.path))
         entries.append({"stage": "report", "job_id": rjob.job_id, "executor": "slurm",
                         "tasks": {}, "submitted_at": time.time()})
@@ -163,14 +212,26 @@ def sbatch_preview(cfg: Config, run: RunFolder, n_chunks: int) -> str:
     Built from the same parameters as `generation_executor`, without a SlurmExecutor, which
     refuses to exist where there is no srun (a dry run may happen anywhere).
     """
+    return _preview(run, _python_command(cfg.slurm.python), max(n_chunks, 1),
+                    _generation_sbatch_params(cfg, run))
+
+
+def stage_sbatch_preview(cfg: Config, run: RunFolder, stage: str, n_tasks: int,
+                         dependency: str) -> str:
+    """The sbatch script of the judge array (n_tasks shards) or of the report job (n_tasks
+    0: a single job), as `submit_judge_and_report` would submit it after `dependency`."""
+    return _preview(run, None, n_tasks or None, _stage_sbatch_params(cfg, run, stage, dependency))
+
+
+def _preview(run: RunFolder, python: str | None, map_count: int | None, params: dict) -> str:
     # submitit's private script builder, used here alone: the preview must be the very
-    # script SlurmExecutor writes. tests/unit/test_submission.py fails loudly if submitit
+    # script SlurmExecutor writes. tests/unit/test_cli.py fails loudly if submitit
     # renames it or its parameters.
     from submitit.slurm.slurm import _make_sbatch_string
-    python = cfg.slurm.python or shlex.quote(sys.executable)  # as SlurmExecutor does
+    python = python or shlex.quote(sys.executable)  # as SlurmExecutor does
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(run.submitit_dir))])
-    return _make_sbatch_string(command=command, folder=run.submitit_dir,
-                               map_count=max(n_chunks, 1), **_generation_sbatch_params(cfg, run))
+    return _make_sbatch_string(command=command, folder=run.submitit_dir, map_count=map_count,
+                               **params)
 
 
 def resubmit_workers(run: RunFolder, cfg: Config) -> list[ChunkWorker]:

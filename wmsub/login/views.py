@@ -1,12 +1,14 @@
-"""How the login-node commands look: the plan and the status as text."""
+"""How the login-node commands look: the plan and the status as text.
+
+Plain `status` is for scripts as much as for people: every line is printed whole (the one
+naming an exception and its fix above all), colour only on a terminal. The live screen of
+`status --watch` is in live.py.
+"""
 from __future__ import annotations
 
-import shutil
+import json
 import sys
-import time
 from pathlib import Path
-
-from wmsub.login.monitor import collect_status
 
 
 def hms(seconds) -> str:
@@ -36,6 +38,7 @@ def format_plan(plan, cfg) -> str:
         per_video = cfg.plan.seconds_per_video
         lines.append(f"estimate:  {hms(plan.est_total_s)} of job time in total "
                      f"({per_video:g} s per 1280x704x81 video at 50 steps, scaled by tokens x steps)")
+        lines.append(_wall_clock_line(plan, s))
         lines.append(f"chunks:    {len(plan.chunks)} array tasks, {plan.chunk_rule}")
         shown = plan.chunks if len(plan.chunks) <= 24 else plan.chunks[:20]
         for c in shown:
@@ -68,19 +71,38 @@ def format_plan(plan, cfg) -> str:
     return "\n".join(lines)
 
 
-# ---- the status -------------------------------------------------------------------------
+def _wall_clock_line(plan, s) -> str:
+    from wmsub.login.planner import wall_clock_s
+    wall = wall_clock_s([c.est_s for c in plan.chunks], s.array_parallelism)
+    gpu_hours = plan.est_total_s * s.gpus_per_job / 3600.0
+    at_once = min(s.array_parallelism, len(plan.chunks))
+    return (f"           ~{hms(wall)} wall clock with {at_once} chunk(s) at once "
+            f"(slurm.array_parallelism={s.array_parallelism}, no queue wait); "
+            f"{gpu_hours:.1f} GPU-hours ({s.gpus_per_job} GPU(s) per job)")
+
+
+# ---- the status ----------------------------------------------------------------------------
+
+# rich styles of the states, here and in the live screen
+STATE_STYLES = {"running": "bold green", "requeued": "magenta", "pending": "yellow",
+                "completed": "blue", "failed": "bold red", "timeout": "bold red",
+                "cancelled": "red", "unknown": "dim", "not submitted": "dim"}
+
 
 def _bar(done: int, total: int, width: int) -> str:
     filled = int(width * done / total) if total else 0
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
-def _state_text(view: dict) -> str:
+def state_text(view: dict) -> str:
+    """`running 5m03s`, `pending (Dependency)`, `failed (exit code 3)`, ..."""
     text = view["state"]
     if view["state"] == "pending" and view.get("reason"):
         text += f" ({view['reason']})"
     elif view["state"] in ("running", "requeued") and view.get("elapsed_s"):
         text += f" {hms(view['elapsed_s'])}"
+    elif view.get("state_from") == "record":
+        text += " (per its record)"
     elif view.get("reason"):
         text += f" ({view['reason']})"
     elif view.get("slurm_state") and view["slurm_state"].split()[0].lower() != view["state"]:
@@ -88,89 +110,149 @@ def _state_text(view: dict) -> str:
     return text
 
 
-def render_status(status: dict, width: int = 100) -> str:
+_state_text = state_text  # the name tests and bench/ knew
+
+
+def current_text(chunk: dict) -> str:
+    """The stem being made, with its denoising step when the worker reported one."""
+    if not chunk.get("current"):
+        return ""
+    step = f" step {chunk['step']}/{chunk['steps']}" if chunk.get("step") and chunk.get("steps") else ""
+    return chunk["current"] + step
+
+
+def status_lines(status: dict, width: int = 100):
+    """The status as rich Text lines (styles on the state words); never cut."""
+    from rich.text import Text
     t = status["totals"]
     pct = 100.0 * t["done"] / t["total"] if t["total"] else 0.0
-    lines = [f"run {status['run']}   outputs {status['output_dir']}",
-             f"{_bar(t['done'], t['total'], max(10, min(40, width - 64)))} {t['done']}/{t['total']} "
-             f"({pct:.0f}%)  {t['videos_per_hour']:.1f} videos/h  ETA {hms(t['eta_s'])}  "
-             f"GPU-hours {t['gpu_hours']:.2f}"]
+    lines: list = [Text(f"run {status['run']}   outputs {status['output_dir']}")]
+    lines.append(Text(f"{_bar(t['done'], t['total'], max(10, min(40, width - 64)))} {t['done']}/{t['total']} "
+                      f"({pct:.0f}%)  {t['videos_per_hour']:.1f} videos/h  ETA {hms(t['eta_s'])}  "
+                      f"GPU-hours {t['gpu_hours']:.2f}"))
     if not status["sacct"]:
-        lines.append(f"sacct unavailable ({status['sacct_error']}): states from squeue and the outputs")
+        lines.append(Text(f"sacct unavailable ({status['sacct_error']}): states from squeue and the outputs"))
     if status.get("squeue_error"):
-        lines.append(f"squeue failed: {status['squeue_error']}")
+        lines.append(Text(f"squeue failed: {status['squeue_error']}", style="red"))
     if t.get("plan_failed"):
-        lines.append(f"not planned, failed output.max_attempts times before: {len(t['plan_failed'])} "
-                     f"({', '.join(t['plan_failed'][:5])}{', ...' if len(t['plan_failed']) > 5 else ''})")
+        lines.append(Text(f"not planned, failed output.max_attempts times before: {len(t['plan_failed'])} "
+                          f"({', '.join(t['plan_failed'][:5])}{', ...' if len(t['plan_failed']) > 5 else ''})"))
     counts: dict[str, int] = {}
     for c in status["chunks"]:
         counts[c["state"]] = counts.get(c["state"], 0) + 1
-    lines.append(f"chunks: {', '.join(f'{n} {state}' for state, n in counts.items())}"
-                 + (f"; requeues {t['restarts']} (timeouts {t['timeouts']}, preemptions "
-                    f"{t['preemptions']})" if t.get("restarts") or t.get("timeouts")
-                    or t.get("preemptions") else ""))
-    lines.append(f"{'chunk':>5}  {'job':<12} {'state':<34} {'rst':>3}  {'done':>7}  current")
+    line = Text("chunks: ")
+    for k, (state, n) in enumerate(counts.items()):
+        line.append(", " if k else "")
+        line.append(f"{n} {state}", style=STATE_STYLES.get(state, ""))
+    if t.get("restarts") or t.get("timeouts") or t.get("preemptions"):
+        line.append(f"; requeues {t['restarts']} (timeouts {t['timeouts']}, preemptions {t['preemptions']})")
+    lines.append(line)
+    lines.append(Text(f"{'chunk':>5}  {'job':<12} {'state':<34} {'rst':>3}  {'done':>7}  current"))
     for c in status["chunks"]:
-        lines.append(f"{c['index']:>5}  {c['job_id'] or '-':<12} {_state_text(c)[:34]:<34} "
-                     f"{c['restarts']:>3}  {c['done']:>3}/{c['total']:<3}  {c['current'] or ''}")
-    judge, report = status["judge"], status["report"]
-    if judge["jobs"] or judge.get("enabled", True) or judge["results"]:
-        judge_jobs = ", ".join(f"{j['job_id']} {_state_text(j)}" for j in judge["jobs"])
-        lines.append(f"judge:  {judge['state']}  results {len(judge['results'])}/{judge['shards']}"
-                     + (f"  [{judge_jobs}]" if judge_jobs else ""))
-        report_jobs = ", ".join(f"{j['job_id']} {_state_text(j)}" for j in report["jobs"])
-        lines.append(f"report: {report['state']}  report.md {'present' if report['present'] else 'missing'}"
-                     + (f"  [{report_jobs}]" if report_jobs else ""))
-    else:
-        lines.append("judge and report: not part of this run (judge.enabled is false)")
+        row = Text(f"{c['index']:>5}  {c['job_id'] or '-':<12} ")
+        row.append(f"{state_text(c):<34}", style=STATE_STYLES.get(c["state"], ""))
+        row.append(f" {c['restarts']:>3}  {c['done']:>3}/{c['total']:<3}  {current_text(c)}")
+        lines.append(row)
+    lines.extend(_stage_lines(status))
     for c in status["chunks"]:
-        missing = c["total"] - c["done"] if c["state"] == "completed" else 0
-        if not (c["failed"] or c.get("error") or c.get("log_tail") or c.get("unverified") or missing):
-            continue
-        lines.append(f"-- chunk {c['index']} ({c['job_id'] or 'not submitted'}): {_state_text(c)}"
-                     + (f", ended with {missing} of {c['total']} videos missing" if missing else ""))
-        if c.get("error"):
-            lines.append(f"   error: {c['error']}")
-        for stem, reason in c["failed"].items():
-            lines.append(f"   failed {stem}: {reason}")
-        if c.get("unverified"):
-            lines.append(f"   recorded done but mp4 or sidecar missing: {', '.join(c['unverified'])}")
-        if c.get("log_tail"):
-            lines.append(f"   last lines of {c['log']}:")
-            lines.extend(f"   | {line}" for line in c["log_tail"])
+        lines.extend(_problem_lines(c))
     for name in ("judge", "report"):
         for j in status[name]["jobs"]:
             if j.get("log_tail"):
-                lines.append(f"-- {name} {j['job_id']}: {_state_text(j)}")
-                lines.append(f"   last lines of {j['log']}:")
-                lines.extend(f"   | {line}" for line in j["log_tail"])
-    lines.append(f"same jobs in Slurm: {status['squeue_cmd']}")
-    return "\n".join(_fit(line, width) for line in lines)
+                lines.append(Text(f"-- {name} {j['job_id']}: ").append(
+                    state_text(j), style=STATE_STYLES.get(j["state"], "")))
+                lines.extend(_log_lines(j))
+    lines.append(Text(f"same jobs in Slurm: {status['squeue_cmd']}"))
+    return lines
 
 
-def _fit(line: str, width: int) -> str:
-    """Cut table rows and log lines to the screen; lines naming a path stay whole so the
-    path can be copied."""
-    if len(line) <= width or line.lstrip().startswith(("last lines of", "run ")):
-        return line
-    return line[: width - 1] + "…"
+def _stage_lines(status: dict) -> list:
+    from rich.text import Text
+    judge, report = status["judge"], status["report"]
+    if not (judge["jobs"] or judge.get("enabled", True) or judge["results"]):
+        return [Text("judge and report: not part of this run (judge.enabled is false)")]
+    judge_jobs = ", ".join(f"{j['job_id']} {state_text(j)}" for j in judge["jobs"])
+    report_jobs = ", ".join(f"{j['job_id']} {state_text(j)}" for j in report["jobs"])
+    return [Text("judge:  ").append(judge["state"], style=STATE_STYLES.get(judge["state"], "")).append(
+                f"  results {len(judge['results'])}/{judge['shards']}" + (f"  [{judge_jobs}]" if judge_jobs else "")),
+            Text("report: ").append(report["state"], style=STATE_STYLES.get(report["state"], "")).append(
+                f"  report.md {'present' if report['present'] else 'missing'}"
+                + (f"  [{report_jobs}]" if report_jobs else ""))]
 
 
-def watch(run_dir: Path, interval_s: float = 5, *, stream=None, use_sacct: bool = True) -> dict:
-    """Redraw the status in place until every stage has ended, or Ctrl-C."""
-    stream = stream or sys.stdout
-    status: dict = {}
-    try:
-        while True:
-            status = collect_status(run_dir, use_sacct=use_sacct)
-            width = shutil.get_terminal_size((100, 40)).columns
-            stream.write("\x1b[H\x1b[2J" + render_status(status, width=width) + "\n")
-            stream.flush()
-            if status["finished"]:
-                return status
-            time.sleep(interval_s)
-    except KeyboardInterrupt:
-        stream.write("\n")
-        return status
+def _problem_lines(c: dict) -> list:
+    from rich.text import Text
+    missing = c["total"] - c["done"] if c["state"] == "completed" else 0
+    if not (c["failed"] or c.get("error") or c.get("log_tail") or c.get("unverified") or missing):
+        return []
+    head = Text(f"-- chunk {c['index']} ({c['job_id'] or 'not submitted'}): ")
+    head.append(state_text(c), style=STATE_STYLES.get(c["state"], ""))
+    if missing:
+        head.append(f", ended with {missing} of {c['total']} videos missing")
+    lines = [head]
+    if c.get("error"):
+        lines.append(Text(f"   error: {c['error']}", style="red"))
+    for stem, reason in c["failed"].items():
+        lines.append(Text(f"   failed {stem}: {reason}", style="red"))
+    if c.get("unverified"):
+        lines.append(Text(f"   recorded done but mp4 or sidecar missing: {', '.join(c['unverified'])}"))
+    lines.extend(_log_lines(c))
+    return lines
 
 
+def _log_lines(view: dict) -> list:
+    """The log's last lines without traceback frames (log_summary), else its raw tail."""
+    from rich.text import Text
+    shown = view.get("log_summary") or view.get("log_tail") or []
+    if not shown:
+        return []
+    what = "last lines (traceback frames left out)" if view.get("log_summary") else "last lines"
+    return [Text(f"   {what} of {view['log']}:"), *(Text(f"   | {line}") for line in shown)]
+
+
+def render_status(status: dict, width: int = 100) -> str:
+    """The status as plain text; `width` sizes the progress bar only, no line is cut."""
+    return "\n".join(line.plain for line in status_lines(status, width))
+
+
+def _console(file=None):
+    from rich.console import Console
+    # highlight/markup off: log lines and stems are printed as they are; soft_wrap: never
+    # cut or re-wrap a line (a terminal wraps it, a pipe gets it whole)
+    return Console(file=file or sys.stdout, highlight=False, markup=False, soft_wrap=True,
+                   emoji=False)
+
+
+def print_status(status: dict, file=None) -> None:
+    """`status`: coloured on a terminal, plain text (no escape codes) otherwise."""
+    file = file or sys.stdout
+    if not file.isatty():
+        # line by line: a reader that leaves early (`| head`) shows as BrokenPipeError here
+        # at once, not as a silently dropped buffer
+        for line in status_lines(status):
+            file.write(line.plain + "\n")
+        return
+    console = _console(file)
+    for line in status_lines(status, console.width):
+        console.print(line)
+
+
+def final_line(status: dict) -> str:
+    """The last line of `--wait`: where the report is and its total score."""
+    report_json = Path(status["path"]) / "report" / "report.json"
+    if report_json.is_file():
+        try:
+            total = (json.loads(report_json.read_text()).get("scores") or {}).get("total")
+        except (OSError, ValueError):
+            total = None
+        score = f"total score {total:.2f} / 10" if isinstance(total, (int, float)) else "no total score"
+        return f"report: {Path(status['report']['path'])}  ({score})"
+    if not status["judge"].get("enabled", True) and not status["judge"]["jobs"]:
+        return "report: none (judge.enabled is false for this run)"
+    return f"report: not written ({Path(status['report']['path'])} is missing; see the judge and report lines above)"
+
+
+def watch(run_dir: Path, interval_s: float = 5, *, console=None, use_sacct: bool = True) -> dict:
+    """`status --watch`: the live screen (live.py) until every stage has ended, or Ctrl-C."""
+    from wmsub.login.live import watch as live_watch
+    return live_watch(run_dir, interval_s, console=console, use_sacct=use_sacct)

@@ -71,6 +71,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             rec["signals"] = rec.get("signals", 0) + 1
             rec[counter] = rec.get(counter, 0) + 1
             rec["current"] = None
+            rec["step"] = None
         if self._progress is not None:
             self._progress.update(mark, wait_s=2.0)
         log.warning("chunk %s: %s signal, claims released, requeueing", self.chunk_index, why)
@@ -174,7 +175,8 @@ class ChunkWorker(submitit.helpers.Checkpointable):
 
     def _generate_one(self, inst, engine, store, ctx, cfg, queue):
         if ctx.is_writer:
-            self._progress.update(lambda r: r.update(current=inst.stem))
+            self._progress.update(lambda r: r.update(current=inst.stem, step=None, steps=None))
+            engine.step_callback = self._progress.step_reporter(inst.stem)
         t0 = time.time()
         error, own = None, False
         self._attempts_started += 1
@@ -375,6 +377,7 @@ def _on_start(rec, job_id):
 
 def _on_finish(rec):
     rec["current"] = None
+    rec["step"] = None
     rec["state"] = "finished" if not rec["failed"] else "finished_with_failures"
 
 
@@ -387,8 +390,10 @@ def _mark_done(rec, stem, video=None, skipped=False):
     if video:
         rec["videos"].append(video)
     rec["current"] = None
+    rec["step"] = None
 
 
 def _mark_failed(rec, stem, reason):
     rec["failed"][stem] = reason
     rec["current"] = None
+    rec["step"] = None

@@ -13,6 +13,10 @@ from pathlib import Path
 
 from wmsub.state.jsonio import read_json, write_json_atomic
 
+# The denoising step goes into the record at most this often: one small atomic write per
+# few seconds per chunk, whatever the step time.
+STEP_WRITE_INTERVAL_S = 5.0
+
 
 class ChunkProgress:
     def __init__(self, path: Path, chunk: int, stems: list[str]):
@@ -23,7 +27,8 @@ class ChunkProgress:
     def _fresh(self) -> dict:
         now = time.time()
         return {"chunk": self.chunk, "job_id": None, "total": len(self.stems), "stems": self.stems,
-                "state": "pending", "current": None, "done": [], "failed": {}, "skipped": [],
+                "state": "pending", "current": None, "step": None, "steps": None, "done": [],
+                "failed": {}, "skipped": [],
                 "restarts": 0, "timeouts": 0, "preemptions": 0, "signals": 0,
                 "started_at": now, "updated_at": now, "videos": [], "error": None}
 
@@ -48,7 +53,7 @@ class ChunkProgress:
                     if time.time() > deadline:
                         break
                     time.sleep(0.02)
-            yield
+            yield locked
         finally:
             if locked:
                 fcntl.flock(fd, fcntl.LOCK_UN)
@@ -61,3 +66,32 @@ class ChunkProgress:
             rec["updated_at"] = time.time()
             write_json_atomic(self.path, rec)
             return rec
+
+    def step_reporter(self, stem: str, interval_s: float = STEP_WRITE_INTERVAL_S):
+        """A `step_callback(step, steps)` for the engine: records the current video's
+        denoising step, at most every `interval_s` seconds, and never blocks the sampling
+        loop on a busy lock (that step is simply not written)."""
+        last = [time.monotonic()]  # the video's start was just written (current=stem)
+
+        def report(step: int, steps: int) -> None:
+            now = time.monotonic()
+            if now - last[0] < interval_s:
+                return
+            last[0] = now
+
+            def set_step(rec):
+                if rec.get("current") == stem:
+                    rec["step"], rec["steps"] = step, steps
+            self.try_update(set_step)
+        return report
+
+    def try_update(self, fn) -> bool:
+        """`update` when the lock is free at once; False (nothing written) when it is not."""
+        with self._lock(0.0) as locked:
+            if not locked:
+                return False
+            rec = self.read()
+            fn(rec)
+            rec["updated_at"] = time.time()
+            write_json_atomic(self.path, rec)
+            return True

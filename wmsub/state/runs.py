@@ -2,6 +2,7 @@
 
 Layout (docs/DESIGN.md):
     config.yaml        the resolved config the jobs read
+    launch.json        the config file it was launched with, and when
     plan.json          what the run set out to make (PlanRecord)
     jobs.json          every submission: stage, job id, array tasks (appended under a lock)
     chunks/<i>.json    each chunk's progress record (state/progress.py)
@@ -111,6 +112,15 @@ class RunFolder:
             candidates.insert(0, launch_dir / configured)
         return next((c for c in candidates if c.is_dir()), candidates[0])
 
+    def save_launch_info(self, config_path: str | None) -> None:
+        """launch.json: the config file the run was launched with, and when."""
+        write_json_atomic(self.path / "launch.json", {"config": str(config_path or ""),
+                                                      "created_at": time.time()})
+
+    def launch_info(self) -> dict:
+        """launch.json ({} for runs made before it existed)."""
+        return read_json(self.path / "launch.json", {}) or {}
+
     def save_plan(self, plan: PlanRecord) -> None:
         write_json_atomic(self.path / "plan.json", plan.to_json())
 
@@ -153,6 +163,29 @@ def default_run_name(config_path: str | None) -> str:
     return f"{stem}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
 
 
+def planned_run_path(cfg: Config, config_path: str | None) -> Path:
+    """The folder `create_run` would make now; nothing is created (`--dry-run`).
+
+    Raises as `create_run` does for a bad or already used `run.name`."""
+    logs = Path(cfg.run.logs_dir)
+    if cfg.run.name:
+        problem = check_run_name(cfg.run.name)
+        if problem:
+            raise ConfigError(problem)
+        path = logs / cfg.run.name
+        if (path / "jobs.json").exists():
+            raise FileExistsError(
+                f"run folder {path} already holds submitted jobs; pick another run.name or use "
+                f"`python launch.py resubmit --run {cfg.run.name}`")
+        return path
+    base = default_run_name(config_path)
+    for n in range(1, 1000):
+        path = logs / (base if n == 1 else f"{base}-{n}")
+        if not path.exists():
+            return path
+    raise FileExistsError(f"{logs}: no free run name like {base}; set run.name")
+
+
 def create_run(cfg: Config, config_path: str | None) -> RunFolder:
     """Make the run's folder, never sharing one with another launch.
 
@@ -162,15 +195,8 @@ def create_run(cfg: Config, config_path: str | None) -> RunFolder:
     logs = Path(cfg.run.logs_dir)
     logs.mkdir(parents=True, exist_ok=True)
     if cfg.run.name:
-        problem = check_run_name(cfg.run.name)
-        if problem:
-            raise ConfigError(problem)
-        path = logs / cfg.run.name
+        path = planned_run_path(cfg, config_path)
         path.mkdir(exist_ok=True)
-        if (path / "jobs.json").exists():
-            raise FileExistsError(
-                f"run folder {path} already holds submitted jobs; pick another run.name or use "
-                f"`python launch.py resubmit --run {cfg.run.name}`")
     else:
         base = default_run_name(config_path)
         for n in range(1, 1000):
@@ -184,6 +210,7 @@ def create_run(cfg: Config, config_path: str | None) -> RunFolder:
             raise FileExistsError(f"{logs}: no free run name like {base}; set run.name")
     run = RunFolder(path.resolve())
     run.save_config(cfg)
+    run.save_launch_info(config_path)
     write_text_atomic(logs / LATEST, run.name + "\n")
     return run
 

@@ -135,4 +135,8 @@ def load_vae(ckpt_dir, wan_cfg, dims: dict, device, dtype=torch.float32):
 def load_dit(ckpt_dir):
     """The official WanModel from the diffusers-style folder, as WanTI2V loads it."""
     model_mod = wan_module("modules.model")
-    return model_mod.WanModel.from_pretrained(str(ckpt_dir))
+    # low_cpu_mem_usage=False on purpose: it is what diffusers falls back to without
+    # `accelerate` (not installed: the model is loaded once per chunk, the weights are the
+    # same either way), and saying so silences its "accelerate was not found" warning in
+    # every chunk log.
+    return model_mod.WanModel.from_pretrained(str(ckpt_dir), low_cpu_mem_usage=False)

@@ -78,6 +78,9 @@ class WanTI2VEngine:
         self.ctx = ctx
         self.device = ctx.device
         self.last_timings: dict = {}
+        # called as step_callback(step, steps) after each denoising step (the worker shows
+        # progress with it); None: nothing is called
+        self.step_callback = None
         self.speedups: list | dict = []
         self.wan_cfg = ckpt_mod.ti2v_config()
         self.num_train_timesteps = self.wan_cfg.num_train_timesteps
@@ -232,6 +235,10 @@ class WanTI2VEngine:
         self.last_timings["s_per_step"] = t_steps / max(n_steps, 1)
         return videos
 
+    def _report_step(self, step: int, steps: int) -> None:
+        if self.step_callback is not None:
+            self.step_callback(step, steps)
+
     def _gather_up(self, videos):
         if self.ctx.group is not None and dist.is_initialized():
             dist.barrier(group=self.ctx.group)
@@ -284,7 +291,7 @@ class WanTI2VEngine:
 
             t2 = time.perf_counter()
             x0 = None
-            for _, t in enumerate(timesteps):
+            for step, t in enumerate(timesteps):
                 latent_model_input = [latent.to(self.device)]
                 timestep = [t]
                 timestep = torch.stack(timestep).to(self.device)
@@ -300,6 +307,7 @@ class WanTI2VEngine:
                 latent = (1. - mask2[0]) * z[0] + mask2[0] * latent
                 x0 = [latent]
                 del latent_model_input, timestep
+                self._report_step(step + 1, len(timesteps))
             _sync(self.device)
             self.last_latent = latent
             videos = self._finish(x0, time.perf_counter() - t2, len(timesteps))
@@ -338,7 +346,7 @@ class WanTI2VEngine:
             arg_c = {"context": context, "seq_len": seq_len}
             arg_null = {"context": context_null, "seq_len": seq_len}
             t2 = time.perf_counter()
-            for _, t in enumerate(timesteps):
+            for step, t in enumerate(timesteps):
                 latent_model_input = latents
                 timestep = [t]
                 timestep = torch.stack(timestep)
@@ -351,6 +359,7 @@ class WanTI2VEngine:
                     noise_pred.unsqueeze(0), t, latents[0].unsqueeze(0), return_dict=False,
                     generator=seed_g)[0]
                 latents = [temp_x0.squeeze(0)]
+                self._report_step(step + 1, len(timesteps))
             x0 = latents
             _sync(self.device)
             self.last_latent = x0[0]
