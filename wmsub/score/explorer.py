@@ -218,7 +218,7 @@ def _leaderboard(report: dict) -> str:
         inside = report.get("indistinguishable") or []
         note += (" Inside this run's 95% interval (gap not significant): " + ", ".join(inside) + ".") \
             if inside else " No published total lies inside this run's 95% interval."
-    head = "".join(f"<th>{h}</th>" for h in ("#", "model", "type", "instr.", "frame", "temp.", "newton",
+    head = "".join(f'<th class="l">{h}</th>' if h in ("model", "type", "source") else f"<th>{h}</th>" for h in ("#", "model", "type", "instr.", "frame", "temp.", "newton",
                                             "mass", "fluid", "penetr.", "grav.", "total", "gap", "in CI", "source"))
     rows = []
     for i, m in enumerate(report["leaderboard"], 1):
@@ -238,7 +238,7 @@ def _domain_chart(report: dict) -> str:
     name = report["files"].get("domains_chart")
     if not name:
         return ""
-    return f'<h2>Per domain</h2><img alt="scores per domain" src="{esc(name)}" style="max-width:100%">'
+    return f'<h2>Per domain</h2><img alt="scores per domain" src="{esc(name)}" style="max-width:min(100%,900px)">'
 
 
 def _controls(domains: list[str], n: int) -> str:

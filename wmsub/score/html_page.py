@@ -20,7 +20,7 @@ padding:0 16px 40px;color:#222;background:#fafafa}
 h1{font-size:1.5em;margin:18px 0 6px}h2{font-size:1.2em;margin:26px 0 8px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;font-size:.86em;background:#fff}
 th,td{border:1px solid #ddd;padding:3px 7px;text-align:right}th{background:#f0f0f0}
-td:first-child,th:first-child,td.l{text-align:left}
+td:first-child,th:first-child,td.l,th.l{text-align:left}
 tr.mine td{font-weight:bold;background:#fde8e8}
 .warn{background:#fff4ce;border:1px solid #e0c060;padding:8px 12px;border-radius:4px}
 .ok{background:#e6f4ea;border:1px solid #8bc39a;padding:8px 12px;border-radius:4px}
