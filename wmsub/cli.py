@@ -12,7 +12,7 @@ from pathlib import Path
 from wmsub.config import ConfigError, absolutize_paths, load_config
 
 DEFAULT_CONFIG = "configs/wan22_ti2v_5b.yaml"
-COMMANDS = ("run", "plan", "status", "cancel", "resubmit", "report")
+COMMANDS = ("run", "plan", "status", "cancel", "resubmit", "report", "judge", "compare")
 
 HELP = """\
 wmsub: WorldModelBench video generation on Slurm.
@@ -23,6 +23,8 @@ wmsub: WorldModelBench video generation on Slurm.
   python launch.py cancel [--run RUN]
   python launch.py resubmit [--run RUN] [--local] [--wait]
   python launch.py report [--run RUN | --results FILE] [--out DIR] [key=value ...]
+  python launch.py judge [--run RUN] [--dry-run] [judge.key=value ...]
+  python launch.py compare A B [--out DIR] [--config FILE] [key=value ...]
 
 Overrides are dotted config keys, e.g. bench.limit=10 output.dir=outputs generate.seed=42.
 See README.md for every key.
@@ -53,6 +55,18 @@ def _parser(command: str) -> argparse.ArgumentParser:
     if command == "report":
         p.add_argument("--results", default=None, help="an official results JSON file")
         p.add_argument("--out", default=None, help="report folder (default <run>/report)")
+    if command == "judge":
+        p.add_argument("--run", default=None, help="run name or folder (default: the latest)")
+        p.add_argument("--logs", default="logs", help="logs folder holding the runs")
+        p.add_argument("--dry-run", action="store_true", help="say which shards would be judged; submit nothing")
+        p.add_argument("overrides", nargs="*", help="judge.key=value overrides (judge.* only)")
+    if command == "compare":
+        p.add_argument("a", help="run A: a run name or folder, or a results JSON file")
+        p.add_argument("b", help="run B (the difference is B minus A)")
+        p.add_argument("--out", default="compare", help="output folder (default ./compare)")
+        p.add_argument("--logs", default="logs", help="logs folder holding the runs")
+        p.add_argument("--config", default=None, help="YAML config giving bench.root (prompts, domains)")
+        p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. bench.root=...")
     return p
 
 
@@ -207,4 +221,48 @@ def cmd_report(args) -> int:
         run = find_run(args.logs, args.run)
         path = write_report(run.path, None, Path(args.out) if args.out else run.path / "report")
     print(f"report written: {path}")
+    return 0
+
+
+def _judge_preflight(cfg, config_path: Path) -> str | None:
+    """The pre-submit checks of the judge stage; the problem text, or None."""
+    from wmsub.score.judge import JudgeError, check_judge_setup
+    try:
+        check_judge_setup(cfg, config_path)
+    except JudgeError as e:
+        return str(e)
+    return None
+
+
+def cmd_judge(args) -> int:
+    """Judge an existing run again where needed (failed, missing, stale shards), then report."""
+    from wmsub.login import rejudge, submission
+    from wmsub.state.runs import find_run
+    run = find_run(args.logs, args.run)
+    cfg = rejudge.judge_config(run, args.overrides)
+    problem = _judge_preflight(cfg, run.path / "config.yaml")
+    if problem:
+        print(f"judge stage refused; nothing was submitted.\n{problem}", file=sys.stderr)
+        return 1
+    if not args.dry_run and submission.executor_kind(cfg) != "slurm":
+        print("launch.py judge submits Slurm jobs: `sbatch` is not on PATH here", file=sys.stderr)
+        return 1
+    plan = rejudge.plan_rejudge(run, cfg)
+    print(rejudge.describe(run, plan))
+    if args.dry_run:
+        return 0
+    for e in rejudge.submit_rejudge(run, cfg, plan):
+        tasks = f" (tasks {', '.join(e['tasks'].values())})" if e["tasks"] else ""
+        print(f"  {e['stage']} job {e['job_id']}{tasks}")
+    print(f"watch it: python launch.py status --run {run.name}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Compare two runs (or results files) on their common instances."""
+    from wmsub.score.compare import compare, resolve_side
+    cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None
+    a, b = resolve_side(args.a, args.logs), resolve_side(args.b, args.logs)
+    out = compare(a, b, Path(args.out), cfg=cfg)
+    print(f"compare written: {out / 'compare.md'} (also compare.html, compare.json)")
     return 0
