@@ -5,12 +5,12 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.wmsub-installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit e2e demo venv cluster cluster-down checkpoint clean
+.PHONY: test unit e2e demo venv cluster cluster-down checkpoint clean browser
 
-test: $(STAMP) cluster
+test: $(STAMP) cluster browser
 	$(VPY) -m pytest tests/unit tests/e2e $(PYTEST_ARGS)
 
-unit: $(STAMP)            # no cluster needed
+unit: $(STAMP) browser    # no cluster needed
 	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
 
 e2e: $(STAMP) cluster     # real Slurm on the dev cluster
@@ -33,6 +33,15 @@ $(STAMP): pyproject.toml
 
 cluster:
 	bash slurm/devcluster.sh up
+
+# Headless chromium + chromedriver for the HTML explorer's browser test: Debian's packages,
+# installed only when missing (as slurm/devcluster.sh installs the cluster's).
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing $(BROWSER_PACKAGES)"; export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; }; }
 
 cluster-down:
 	bash slurm/devcluster.sh down

@@ -1,6 +1,6 @@
 """`launch.py judge` on the dev cluster: a run whose judge environment was broken is
 judged again after the fix, only where needed, and the report tells the judge's failure
-from a missing video. The judge program is the STAND-IN (tests/helpers/standin_judge/);
+from a missing video. The judge program is the STAND-IN (wmsub/dev/standin_judge/);
 the videos are real mp4s made by tests/helpers/judge.make_run (no generation needed)."""
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from wmsub.config import Config
 from wmsub.score.judge import write_shards_file
 
 # The one stand-in allowed: the external VILA judge cannot run here (see its docstring).
-STANDIN = Path(__file__).resolve().parent / "standin_judge" / "evaluation.py"
+# It lives in wmsub/dev/ because `make demo` runs it too.
+from wmsub.dev.standin_judge import STANDIN_JUDGE as STANDIN  # noqa: E402
 # stems with dots, as in the real benchmark; two domains
 BENCH = [("000000007259.2", "robotics"), ("clip_a", "robotics"), ("000000001069.10", "natural"),
          ("clip-b", "natural"), ("clip_c", "human")]

@@ -1,6 +1,6 @@
 """Judge stage: official scoring, shards, merge, and run_shard with the stand-in judge.
 
-The external VILA judge is replaced by tests/helpers/standin_judge/evaluation.py (the only
+The external VILA judge is replaced by wmsub/dev/standin_judge/evaluation.py (the only
 stand-in allowed); everything else is real: real mp4 files, real subprocess, real
 files in a temp run folder.
 """

@@ -143,6 +143,8 @@ def test_run_report_from_a_judged_run_folder(tmp_path):
     assert "**No rank: 4 of 350 instances" in md
     assert "| Settings fingerprint | `" + fingerprint + "` |" in md
     assert "| GPU type | NVIDIA H200 |" in md
+    assert report["judge"]["standin"] and "judged by the STAND-IN for the VILA judge" in md
+    assert "judged by the STAND-IN for the VILA judge" in (out / "index.html").read_text()
     for name in ("scores.png", "domains.png", "contact_sheet.png"):
         assert f"]({name})" in md
 

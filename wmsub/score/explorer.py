@@ -13,6 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from wmsub.score.html_page import esc, fmt, fmt_ci, href, page
+from wmsub.score.run_facts import STANDIN_NOTE
 from wmsub.score.scoring import COMMON_SENSE, PHYSICS, SCORE_KEYS, VideoVerdict
 
 THUMB_SIZE = (320, 180)
@@ -182,8 +183,10 @@ def _card(k: int, v: VideoVerdict, entry: dict, media: dict, out_dir: Path) -> s
 def _header(report: dict) -> str:
     cov = report["coverage"]
     cls = "warn" if cov["subset"] else "ok"
-    lines = [f"<h1>WorldModelBench: {esc(report['model_name'])}</h1>",
-             f'<p class="{cls}"><b>Coverage:</b> {esc(cov["label"])}</p>']
+    lines = [f"<h1>WorldModelBench: {esc(report['model_name'])}</h1>"]
+    if (report.get("judge") or {}).get("standin"):
+        lines.append(f'<p class="warn"><b>{esc(STANDIN_NOTE)}</b></p>')
+    lines.append(f'<p class="{cls}"><b>Coverage:</b> {esc(cov["label"])}</p>')
     problems = [(key, what) for key, what in (
         ("video_missing", "video missing"), ("judge_failed", "judge failed on it"),
         ("not_in_judge_list", "not in the judge's benchmark list"), ("not_judged", "not judged yet"))

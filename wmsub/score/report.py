@@ -24,7 +24,7 @@ from wmsub.score import leaderboard as lb
 from wmsub.score.bootstrap import RESAMPLES, SEED, bootstrap_ci
 from wmsub.score.judge import judge_dir, merge_shards, read_shards_file, why_not_judged
 from wmsub.score.report_md import render_markdown
-from wmsub.score.run_facts import generation_stats, judge_stats, run_settings, selection
+from wmsub.score.run_facts import STANDIN_NOTE, generation_stats, judge_stats, run_settings, selection
 from wmsub.score.scoring import coverage, per_video, score_verdicts, score_by_domain
 from wmsub.state.jsonio import write_json_atomic
 from wmsub.state.runs import RunFolder
@@ -128,6 +128,8 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     generation = generation_stats(run_dir, cfg) if run_dir is not None else None
     judging = judge_stats(run_dir) if run_dir is not None else None
     settings = run_settings(run_dir, cfg, generation, judging) if run_dir is not None and cfg else None
+    if judging and judging["standin"]:
+        notes.insert(0, STANDIN_NOTE)
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from wmsub.score.leaderboard import COLUMNS
+from wmsub.score.run_facts import STANDIN_NOTE
 from wmsub.score.scoring import COMMON_SENSE, PHYSICS
 
 LISTED = 20  # stems named per list in report.md (report.json has all)
@@ -28,6 +29,8 @@ def render_markdown(report: dict) -> str:
     if "explorer" in report["files"]:
         lines.append(f"Browse every video with the judge's answers: [{report['files']['explorer']}]"
                      f"({report['files']['explorer']})")
+    if (report.get("judge") or {}).get("standin"):
+        lines += ["", f"> **{STANDIN_NOTE}**"]
     lines += [""] + _coverage(report["coverage"]) + [""] + _scores(report) + [""]
     lines += _leaderboard(report) + [""] + _domains(report) + [""] + _charts(report)
     lines += _settings(report.get("settings")) + _generation(report.get("generation"))

@@ -20,6 +20,12 @@ from wmsub.state.runs import RunFolder
 from wmsub.state.store import OutputStore
 
 
+# printed by wmsub/dev/standin_judge (tests, `make demo`): its scores must say so
+STANDIN_MARK = "STAND-IN for the VILA judge"
+STANDIN_NOTE = ("judged by the STAND-IN for the VILA judge (wmsub/dev/standin_judge, for tests and "
+                "`make demo`): its verdicts come from a hash of each stem; these are not real scores")
+
+
 def chunk_records(run_dir: Path) -> tuple[list[dict], list[str]]:
     """(readable records, names of unreadable ones)."""
     records, unreadable = [], []
@@ -77,7 +83,9 @@ def judge_stats(run_dir: Path) -> dict | None:
                 if (st := read_json_object(jdir / f"shard-{i}" / "status.json")) is not None]
     seconds = sum(float(st.get("seconds") or 0.0) for st in statuses)
     settings = [st["judge"] for st in statuses if st.get("judge")]
+    logs = [jdir / f"shard-{i}" / "judge.log" for i in range(n_shards)]
     return {"shards": n_shards,
+            "standin": any(p.is_file() and STANDIN_MARK in p.read_text(errors="replace") for p in logs),
             "shards_with_result": sum((jdir / f"shard-{i}" / "result.json").is_file() for i in range(n_shards)),
             "judge_seconds": seconds, "gpu_hours": seconds / 3600,
             "settings": settings[0] if settings and all(s == settings[0] for s in settings) else settings,
