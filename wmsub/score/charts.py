@@ -121,16 +121,16 @@ def contact_sheet(path: Path, samples: list[tuple]) -> Path:
     rows = max(1, len(samples))
     sheet = Image.new("RGB", (LABEL_W + TILE_W * len(FRAME_POSITIONS), TILE_H * rows), "white")
     draw = ImageDraw.Draw(sheet)
-    font, small = ImageFont.load_default(size=13), ImageFont.load_default(size=11)
+    font, small = ImageFont.load_default(size=14), ImageFont.load_default(size=13)
     if not samples:
         draw.text((10, 10), "no videos to show", fill="black", font=font)
     for row, (domain, stem, video, prompt, total) in enumerate(samples):
         top = row * TILE_H
         draw.text((8, top + 6), domain, fill="black", font=font)
         score = "" if total is None else f"  score {total:.1f}/10"
-        draw.text((8, top + 24), _ellipsize(stem, 26) + score, fill="dimgray", font=small)
-        for k, line in enumerate(textwrap.wrap(prompt, 36)[:5]):
-            draw.text((8, top + 44 + 14 * k), line, fill="black", font=small)
+        draw.text((8, top + 24), _ellipsize(stem, 20) + score, fill="dimgray", font=small)
+        for k, line in enumerate(textwrap.wrap(prompt, 34)[:4]):
+            draw.text((8, top + 46 + 16 * k), line, fill="black", font=small)
         try:
             n = probe_mp4(video)["frames"]
             frames = read_frames(video, [0, n // 2, n - 1])

@@ -144,7 +144,8 @@ def selection(cfg: Config | None) -> list[str]:
     b = cfg.bench
     out = [f"bench.limit={b.limit}"] if b.limit else []
     if b.stems:
-        out.append(f"bench.stems={','.join(b.stems)}")
+        shown = ",".join(b.stems[:3]) + (f",... ({len(b.stems)} stems)" if len(b.stems) > 3 else "")
+        out.append(f"bench.stems={shown}")
     if b.domains:
         out.append(f"bench.domains={','.join(b.domains)}")
     return out
