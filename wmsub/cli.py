@@ -163,7 +163,8 @@ def cmd_resubmit(args) -> int:
     cfg = run.load_config()
     workers = submission.resubmit_workers(run, cfg)
     if not workers:
-        print(f"run {run.name}: nothing missing or failed; nothing submitted")
+        print(f"run {run.name}: nothing missing or failed; nothing submitted "
+              f"(to judge it again: python launch.py judge --run {run.name})")
         return 0
     kind = submission.executor_kind(cfg, args.local)
     entry, jobs = submission.submit_generation(cfg, run, workers, kind)
