@@ -56,18 +56,30 @@ def _parser(command: str) -> argparse.ArgumentParser:
         p.add_argument("--results", default=None, help="an official results JSON file")
         p.add_argument("--out", default=None, help="report folder (default <run>/report)")
     if command == "judge":
-        p.add_argument("--run", default=None, help="run name or folder (default: the latest)")
-        p.add_argument("--logs", default="logs", help="logs folder holding the runs")
-        p.add_argument("--dry-run", action="store_true", help="say which shards would be judged; submit nothing")
-        p.add_argument("overrides", nargs="*", help="judge.key=value overrides (judge.* only)")
+        _judge_arguments(p)
     if command == "compare":
-        p.add_argument("a", help="run A: a run name or folder, or a results JSON file")
-        p.add_argument("b", help="run B (the difference is B minus A)")
-        p.add_argument("--out", default="compare", help="output folder (default ./compare)")
-        p.add_argument("--logs", default="logs", help="logs folder holding the runs")
-        p.add_argument("--config", default=None, help="YAML config giving bench.root (prompts, domains)")
-        p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. bench.root=...")
+        _compare_arguments(p)
     return p
+
+
+JUDGE_HELP = "judge an existing run again where needed (failed, missing, stale shards), then report"
+COMPARE_HELP = "B minus A (runs or results files): paired-bootstrap intervals, flipped verdicts"
+
+
+def _judge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", default=None, help="run name or folder (default: the latest)")
+    p.add_argument("--logs", default="logs", help="logs folder holding the runs")
+    p.add_argument("--dry-run", action="store_true", help="say which shards would be judged; submit nothing")
+    p.add_argument("overrides", nargs="*", help="judge.key=value overrides (judge.* only)")
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="run A: a run name or folder, or a results JSON file")
+    p.add_argument("b", help="run B (the difference is B minus A)")
+    p.add_argument("--out", default="compare", help="output folder (default ./compare)")
+    p.add_argument("--logs", default="logs", help="logs folder holding the runs")
+    p.add_argument("--config", default=None, help="YAML config giving bench.root (prompts, domains)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. bench.root=...")
 
 
 def main(argv: list[str] | None = None) -> int:
