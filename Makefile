@@ -5,12 +5,12 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.wmsub-installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit ranks e2e demo venv cluster cluster-down checkpoint clean test-tools
+.PHONY: test unit ranks e2e demo venv cluster cluster-down checkpoint clean test-tools browser
 
-test: $(STAMP) cluster test-tools
+test: $(STAMP) cluster test-tools browser
 	$(VPY) -m pytest tests/unit tests/ranks tests/e2e $(PYTEST_ARGS)
 
-unit: $(STAMP) test-tools # no cluster, one process: well under 2 minutes
+unit: $(STAMP) test-tools browser # no cluster, one process: well under 2 minutes
 	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
 
 ranks: $(STAMP)           # several CPU ranks (gloo) per test, no cluster
@@ -43,6 +43,15 @@ $(STAMP): pyproject.toml
 
 cluster:
 	bash slurm/devcluster.sh up
+
+# Headless chromium + chromedriver for the HTML explorer's browser test: Debian's packages,
+# installed only when missing (as slurm/devcluster.sh installs the cluster's).
+BROWSER_PACKAGES := chromium chromium-driver
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing $(BROWSER_PACKAGES)"; export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; }; }
 
 cluster-down:
 	bash slurm/devcluster.sh down

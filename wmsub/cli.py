@@ -115,6 +115,26 @@ def _logs_arguments(p):
                    help="keep printing what is appended until the job ends (or Ctrl-C)")
 
 
+JUDGE_HELP = "judge an existing run again where needed (failed, missing, stale shards), then report"
+COMPARE_HELP = "B minus A (runs or results files): paired-bootstrap intervals, flipped verdicts"
+
+
+def _judge_arguments(p: argparse.ArgumentParser) -> None:
+    add_run_args(p)
+    p.add_argument("--dry-run", action="store_true", help="say which shards would be judged; submit nothing")
+    p.add_argument("overrides", nargs="*", help="judge.key=value overrides (judge.* only)")
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("a", help="run A: a run name or folder, or a results JSON file")
+    p.add_argument("b", help="run B (the difference is B minus A)")
+    p.add_argument("--out", default="compare", help="output folder (default ./compare)")
+    p.add_argument("--logs", default=DEFAULT_LOGS,
+                   help="folder holding the runs (default logs/ here, else the checkout's)")
+    p.add_argument("--config", default=None, help="YAML config giving bench.root (prompts, domains)")
+    p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. bench.root=...")
+
+
 @dataclass(frozen=True)
 class Command:
     help: str                                              # one line: the command list and its --help
@@ -134,8 +154,10 @@ COMMANDS: dict[str, Command] = {
                       _cancel_arguments),
     "resubmit": Command("submit only what is missing or failed in a run, same settings and folder",
                         _resubmit_arguments),
-    "report": Command("scores, per-domain table, charts, contact sheet, generation stats",
-                      _report_arguments),
+    "report": Command("scores with 95% intervals, coverage, leaderboard, per-domain table, charts, "
+                      "HTML explorer", _report_arguments),
+    "judge": Command(JUDGE_HELP, _judge_arguments),
+    "compare": Command(COMPARE_HELP, _compare_arguments),
 }
 
 
@@ -309,7 +331,8 @@ def cmd_resubmit(args) -> int:
     cfg = run.load_config()
     workers = submission.resubmit_workers(run, cfg)
     if not workers:
-        print(f"run {run.name}: nothing missing or failed; nothing submitted")
+        print(f"run {run.name}: nothing missing or failed; nothing submitted "
+              f"(to judge it again: python launch.py judge --run {run.name})")
         return 0
     kind = submission.executor_kind(cfg, args.local)
     entry, jobs = submission.submit_generation(cfg, run, workers, kind)
@@ -387,4 +410,48 @@ def cmd_report(args) -> int:
         run = _find_run(args)
         path = write_report(run.path, None, Path(args.out) if args.out else run.path / "report")
     print(f"report written: {path}")
+    return 0
+
+
+def _judge_preflight(cfg, config_path: Path) -> str | None:
+    """The pre-submit checks of the judge stage; the problem text, or None."""
+    from wmsub.score.judge import JudgeError, check_judge_setup
+    try:
+        check_judge_setup(cfg, config_path)
+    except JudgeError as e:
+        return str(e)
+    return None
+
+
+def cmd_judge(args) -> int:
+    """Judge an existing run again where needed (failed, missing, stale shards), then report."""
+    from wmsub.login import rejudge, submission
+    run = _find_run(args)
+    cfg = rejudge.judge_config(run, args.overrides)
+    problem = _judge_preflight(cfg, run.path / "config.yaml")
+    if problem:
+        print(f"judge stage refused; nothing was submitted.\n{problem}", file=sys.stderr)
+        return 1
+    if not args.dry_run and submission.executor_kind(cfg) != "slurm":
+        print("launch.py judge submits Slurm jobs: `sbatch` is not on PATH here", file=sys.stderr)
+        return 1
+    plan = rejudge.plan_rejudge(run, cfg)
+    print(rejudge.describe(run, plan))
+    if args.dry_run:
+        return 0
+    for e in rejudge.submit_rejudge(run, cfg, plan):
+        tasks = f" (tasks {', '.join(e['tasks'].values())})" if e["tasks"] else ""
+        print(f"  {e['stage']} job {e['job_id']}{tasks}")
+    print(f"watch it: {status_hint(run)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    """Compare two runs (or results files) on their common instances."""
+    from wmsub.score.compare import compare, resolve_side
+    cfg = (load_config(str(checkout_path(args.config)) if args.config else None, args.overrides)
+           if (args.config or args.overrides) else None)
+    a, b = resolve_side(args.a, _logs(args)), resolve_side(args.b, _logs(args))
+    out = compare(a, b, Path(args.out), cfg=cfg)
+    print(f"compare written: {out / 'compare.md'} (also compare.html, compare.json)")
     return 0

@@ -1,6 +1,6 @@
 """End to end on the dev cluster: generation array → judge shards (a Slurm dependency,
 afterany) → report, with no manual step. The judge program is the STAND-IN in
-tests/helpers/standin_judge/ (the external VILA judge cannot run here)."""
+wmsub/dev/standin_judge/ (the external VILA judge cannot run here)."""
 from __future__ import annotations
 
 import json

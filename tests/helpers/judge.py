@@ -15,7 +15,8 @@ from wmsub.config import Config
 from wmsub.score.judge import write_shards_file
 
 # The one stand-in allowed: the external VILA judge cannot run here (see its docstring).
-STANDIN = Path(__file__).resolve().parent / "standin_judge" / "evaluation.py"
+# It lives in wmsub/dev/ because `make demo` runs it too.
+from wmsub.dev.standin_judge import STANDIN_JUDGE as STANDIN  # noqa: E402
 # stems with dots, as in the real benchmark; two domains
 BENCH = [("000000007259.2", "robotics"), ("clip_a", "robotics"), ("000000001069.10", "natural"),
          ("clip-b", "natural"), ("clip_c", "human")]
@@ -32,20 +33,33 @@ def make_mp4(path: Path, frames: int = 5, size: int = 64, shade: int = 0) -> Pat
     return path
 
 
-def make_judge_repo(root: Path, bench=BENCH) -> Path:
-    """A folder laid out like the WorldModelBench repo root, holding the stand-in."""
+def make_judge_repo(root: Path, bench=BENCH, instructions: dict | None = None,
+                    images: bool = False) -> Path:
+    """A folder laid out like the WorldModelBench repo root, holding the stand-in;
+    `instructions` replaces some stems' text_instruction; `images` writes the first
+    frames (a red-and-grey JPEG each) under images/."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(STANDIN, root / "evaluation.py")
+    instructions = instructions or {}
     entries = [{"domain": d, "subdomain": "x", "text_first_frame": "a scene",
-                "text_instruction": f"do something with {s}", "first_frame": f"images/{s}.jpg"}
+                "text_instruction": instructions.get(s, f"do something with {s}"),
+                "first_frame": f"images/{s}.jpg"}
                for s, d in bench]
     (root / "worldmodelbench.json").write_text(json.dumps(entries))
+    if images:
+        from PIL import Image
+        (root / "images").mkdir(exist_ok=True)
+        for i, (s, _) in enumerate(bench):
+            frame = np.full((48, 64, 3), 60 + 30 * i, np.uint8)
+            frame[:, :32, 0] = 255
+            Image.fromarray(frame).save(root / "images" / f"{s}.jpg")
     return root
 
 
-def make_run(tmp: Path, shards: int = 2, missing=("clip_a",), bench=BENCH, cot: bool = True):
+def make_run(tmp: Path, shards: int = 2, missing=("clip_a",), bench=BENCH, cot: bool = True,
+             instructions: dict | None = None, images: bool = False):
     """Run folder with config.yaml and judge/shards.json; videos for all but `missing`."""
-    repo = make_judge_repo(tmp / "wmb_repo", bench)
+    repo = make_judge_repo(tmp / "wmb_repo", bench, instructions, images)
     cfg = Config()
     cfg.output.dir = str(tmp / "outputs")
     cfg.judge.python = sys.executable

@@ -136,6 +136,7 @@ def test_fingerprint_records_engine_settings(engine):
     assert fp["engine"] == "wmsub.wan_ti2v" and fp["attention"] == "math"
     assert fp["parallel"] == "none" and fp["vae_dtype"] == "float32" and fp["exact"] is True
     assert fp["torch"] == torch.__version__
+    assert fp["gpu"] is None and fp["device"] == "cpu"  # the report's GPU type: a name on CUDA only
 
 
 def test_fast_path_is_applied_only_when_not_exact(tiny_dir, engine):

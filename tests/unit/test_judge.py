@@ -1,6 +1,6 @@
 """Judge stage: official scoring, shards, merge, and run_shard with the stand-in judge.
 
-The external VILA judge is replaced by tests/helpers/standin_judge/evaluation.py (the only
+The external VILA judge is replaced by wmsub/dev/standin_judge/evaluation.py (the only
 stand-in allowed); everything else is real: real mp4 files, real subprocess, real
 files in a temp run folder.
 """
@@ -186,6 +186,23 @@ def test_merged_shards_equal_one_unsharded_judge_run(tmp_path):
                    cwd=cfg.judge.repo, check=True, capture_output=True)
     single = json.loads((tmp_path / "single_cot.json").read_text())
     assert merged == single
+    # == says True == 1.0: the text and the types must match too (bools stay bools)
+    assert json.dumps(merged) == json.dumps(single)
+    assert all(type(x) is bool for key in ("physical_laws", "common_sense") for x in merged["accs"][key])
+    assert all(type(x) is float for x in merged["accs"]["instruction"])
+
+
+def test_merge_keeps_the_int_zero_of_an_unparsable_instruction_answer(tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = Config()
+    write_shards_file(run_dir, cfg, ["a", "b"])
+    official = {"model_name": "m", "preds": {"a": {}, "b": {}},
+                "accs": {"instruction": [0, 2.0], "physical_laws": [True, False, True, True, True] * 2,
+                         "common_sense": [False, True, True, True]}}
+    (run_dir / "judge" / "shard-0").mkdir(parents=True)
+    (run_dir / "judge" / "shard-0" / "result.json").write_text(json.dumps(official))
+    merged = json.loads(merge_shards(run_dir).read_text())
+    assert json.dumps(merged["accs"]) == json.dumps(official["accs"])
 
 
 def test_run_shard_rejudges_when_a_missing_video_appears(tmp_path):
@@ -265,3 +282,32 @@ def test_official_output_of_an_attempt_killed_before_the_copy_is_reused(tmp_path
     second = run_shard(str(run_dir), 0)
     assert len(calls(Path(cfg.judge.repo))) == 1 and not second["ran_judge"]
     assert result.read_text() == kept
+
+
+def test_a_shard_made_with_other_judge_settings_is_judged_again(tmp_path):
+    from wmsub.score.judge import shard_state
+    run_dir, cfg = make_run(tmp_path, shards=1, missing=())
+    run_shard(str(run_dir), 0)
+    assert shard_state(run_dir, 0, cfg, cfg.output.dir) == (True, "current")
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data["judge"]["checkpoint"] = str(tmp_path / "other-weights")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
+    cfg.judge.checkpoint = data["judge"]["checkpoint"]
+    assert shard_state(run_dir, 0, cfg, cfg.output.dir) == (False, "judge settings changed: judge.checkpoint")
+    again = run_shard(str(run_dir), 0)
+    assert len(calls(Path(cfg.judge.repo))) == 2 and again["ran_judge"]  # not the old official file
+    assert shard_state(run_dir, 0, cfg, cfg.output.dir) == (True, "current")
+
+
+def test_a_failed_shard_keeps_why_until_it_succeeds(tmp_path, monkeypatch):
+    from wmsub.score.judge import shard_state
+    run_dir, cfg = make_run(tmp_path, shards=1)
+    monkeypatch.setenv("WMSUB_STANDIN_FAIL", "2")
+    with pytest.raises(JudgeError):
+        run_shard(str(run_dir), 0)
+    failed = json.loads((run_dir / "judge" / "shard-0" / "failed.json").read_text())
+    assert "exited with 2" in failed["error"]
+    assert shard_state(run_dir, 0, cfg, cfg.output.dir) == (False, "judge failed")
+    monkeypatch.delenv("WMSUB_STANDIN_FAIL")
+    run_shard(str(run_dir), 0)
+    assert not (run_dir / "judge" / "shard-0" / "failed.json").exists()

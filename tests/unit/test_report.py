@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,10 +14,13 @@ from PIL import Image
 from wmsub.score import charts
 from wmsub.config import Config
 from wmsub.score.judge import run_shard
-from wmsub.score.report import load_leaderboard, rank_against, run_report, write_report
+from wmsub.score.judge import JudgeError
+from wmsub.score.leaderboard import board_rows, load_leaderboard, rank_of
+from wmsub.score.report import run_report, write_report
 from tests.helpers.judge import BENCH, hand_scores, make_run, standin_verdict
 
 BENCH_ROOT = real_bench_root()
+REPO = Path(__file__).resolve().parents[2]
 JUDGED = [s for s, _ in BENCH if s != "clip_a"]
 
 
@@ -43,11 +48,27 @@ def png_size(path: Path) -> tuple[int, int]:
         return im.size
 
 
+def write_sidecars(cfg: Config, stems, gpu: str = "NVIDIA H200") -> str:
+    """The output folder's settings lock and one sidecar per video, as the worker leaves
+    them (the engine fingerprint is what a CUDA run records); returns the fingerprint."""
+    from wmsub.state.jsonio import write_json_atomic
+    from wmsub.state.store import OutputStore
+    store = OutputStore.for_config(cfg)
+    store.check_settings()
+    engine = {"engine": "wmsub.wan_ti2v", "attention": "cudnn", "parallel": "sp", "device": "cuda",
+              "gpu": gpu, "exact": True}
+    for stem in stems:
+        write_json_atomic(store.record_path(stem), {"stem": stem, "fingerprint": store.fingerprint,
+                                                    "engine": engine})
+    return store.fingerprint
+
+
 def test_run_report_from_a_judged_run_folder(tmp_path):
     run_dir, cfg = make_run(tmp_path, shards=2, missing=("clip_a",))
     for i in range(2):
         run_shard(str(run_dir), i)
     write_chunk_records(run_dir)
+    fingerprint = write_sidecars(cfg, JUDGED)
 
     md_path = Path(run_report(str(run_dir)))
     out = run_dir / "report"
@@ -58,8 +79,14 @@ def test_run_report_from_a_judged_run_folder(tmp_path):
     expected = hand_scores(JUDGED)
     for key, value in expected.items():
         assert report["scores"][key] == pytest.approx(value), key
-    assert report["coverage"]["judged"] == 4 and report["coverage"]["expected"] == 5
-    assert report["coverage"]["missing"] == ["clip_a"] and report["coverage"]["short"]
+        low, high = report["ci95"][key]
+        assert low <= value + 1e-9 and value - 1e-9 <= high, key
+    cov = report["coverage"]
+    assert cov["judged"] == 4 and cov["expected"] == 5 and cov["of"] == 350 and cov["subset"] is True
+    assert cov["missing"] == ["clip_a"] and cov["video_missing"] == ["clip_a"] and cov["judge_failed"] == []
+    assert cov["label"].startswith("4 of 350 instances (domains: robotics 1, natural 2, human 1)")
+    assert "not comparable with the leaderboard" in cov["label"]
+    assert report["rank"] is None and report["open_rank"] is None  # a subset is never ranked
 
     domains = report["domains"]
     assert list(domains) == ["robotics", "natural", "human"]
@@ -69,10 +96,9 @@ def test_run_report_from_a_judged_run_folder(tmp_path):
         hand_scores(["000000001069.10", "clip-b"])["total"])
     assert domains["human"]["instruction"] == standin_verdict("clip_c")[0]
 
-    board = load_leaderboard()["models"]
-    better = sum(1 for m in board if m["total"] >= round(expected["total"], 2))
-    assert report["rank"]["rank"] == better + 1
-    assert report["rank"]["table"][better]["this_run"]
+    rows = report["leaderboard"]
+    assert len(rows) == 14 and sum(r["this_run"] for r in rows) == 1
+    assert [r["total"] for r in rows] == sorted((r["total"] for r in rows), reverse=True)
 
     g = report["generation"]
     assert (g["videos"], g["failures"], g["failed"]) == (4, 1, {"clip_a": "CUDA out of memory"})
@@ -83,6 +109,14 @@ def test_run_report_from_a_judged_run_folder(tmp_path):
     assert g["gpu_hours_chunk_wall"] == pytest.approx((400 + 200) * 2 / 3600)
     assert (g["requeues"], g["timeouts"], g["preemptions"]) == (3, 1, 2)
     assert g["unreadable_records"] == ["2.json"]
+
+    st = report["settings"]
+    assert st["fingerprint"] == fingerprint and st["settings"]["generate.sampling_steps"] == 50
+    assert (st["mode"], st["attention"]["used"], st["parallel"]["used"]) == ("exact", ["cudnn"], ["sp"])
+    assert st["gpu_type"] == ["NVIDIA H200"] and st["gpus_per_job"] == 2
+    assert (st["requeues"], st["timeouts"], st["preemptions"]) == (3, 1, 2)
+    assert st["gpu_hours_chunk_wall"] == pytest.approx((400 + 200) * 2 / 3600)
+    assert st["engines"][0]["videos"] == 4
 
     j = report["judge"]
     assert (j["shards"], j["shards_with_result"], j["not_in_judge_list"]) == (2, 2, [])
@@ -100,13 +134,111 @@ def test_run_report_from_a_judged_run_folder(tmp_path):
         r, g_, b = im.convert("RGB").getpixel((charts.LABEL_W + (charts.TILE_W - 64) // 2 + 8,
                                                (charts.TILE_H - 64) // 2 + 8))
     assert r > 200 and g_ < 120
+    assert (out / "index.html").is_file() and report["files"]["explorer"] == "index.html"
 
     md = md_path.read_text()
-    assert "**Coverage: 4 of 5 videos judged** — **SHORT: 1 missing**" in md
-    assert f"| **Total** |  | {expected['total']:.2f} / 10 |" in md
-    assert f"Rank **{better + 1} of {len(board) + 1}**" in md
+    assert "**Coverage: 4 of 350 instances (domains: robotics 1, natural 2, human 1)" in md
+    assert "1 video missing (never generated or lost): `clip_a`" in md
+    assert f"| **Total** |  | {expected['total']:.2f} / 10 | {_ci(report['ci95']['total'])} |" in md
+    assert "**No rank: 4 of 350 instances" in md
+    assert "| Settings fingerprint | `" + fingerprint + "` |" in md
+    assert "| GPU type | NVIDIA H200 |" in md
+    assert report["judge"]["standin"] and "judged by the STAND-IN for the VILA judge" in md
+    assert "judged by the STAND-IN for the VILA judge" in (out / "index.html").read_text()
     for name in ("scores.png", "domains.png", "contact_sheet.png"):
         assert f"]({name})" in md
+
+
+def _ci(ci):
+    return f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def test_a_judge_failure_is_told_apart_from_a_missing_video(tmp_path, monkeypatch):
+    run_dir, cfg = make_run(tmp_path, shards=2, missing=("clip_a",))
+    shards = json.loads((run_dir / "judge" / "shards.json").read_text())["shards"]
+    broken = next(i for i, sh in enumerate(shards) if "clip_a" not in sh)
+    for i in range(2):
+        if i == broken:
+            monkeypatch.setenv("WMSUB_STANDIN_FAIL", "3")
+            with pytest.raises(JudgeError):
+                run_shard(str(run_dir), i)
+            monkeypatch.delenv("WMSUB_STANDIN_FAIL")
+        else:
+            run_shard(str(run_dir), i)
+    run_report(str(run_dir))
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    cov = report["coverage"]
+    assert cov["video_missing"] == ["clip_a"]
+    assert cov["judge_failed"] == shards[broken]  # their videos exist
+    assert cov["judged"] == 5 - 1 - len(shards[broken])
+    [failure] = cov["shard_failures"]
+    assert failure["shard"] == broken and failure["stems"] == shards[broken]
+    assert "exited with 3" in failure["why"] and "failing on request" in failure["log_tail"]
+    md = (run_dir / "report" / "report.md").read_text()
+    assert f"{len(shards[broken])} video exists, the judge failed on it" in md.replace("videos", "video")
+    assert "stand-in judge: failing on request" in md
+
+
+def results_file(path: Path, instruction: list, physics_pass: bool = True, common_pass: bool = True) -> Path:
+    n = len(instruction)
+    path.write_text(json.dumps({"model_name": "synthetic", "preds": {f"s{k:03d}": {} for k in range(n)},
+                                "accs": {"instruction": instruction,
+                                         "physical_laws": [physics_pass] * 5 * n,
+                                         "common_sense": [common_pass] * 2 * n}}))
+    return path
+
+
+def test_only_full_coverage_is_ranked(tmp_path):
+    # 350 videos, every question passed, instruction 2: total exactly 9.0, no sampling spread
+    full = results_file(tmp_path / "full.json", [2.0] * 350)
+    write_report(None, full, tmp_path / "full")
+    report = json.loads((tmp_path / "full" / "report.json").read_text())
+    assert report["scores"]["total"] == pytest.approx(9.0)
+    assert report["ci95"]["total"] == pytest.approx([9.0, 9.0])
+    assert report["coverage"]["subset"] is False and report["coverage"]["judged"] == 350
+    assert report["rank"] == 2 and report["open_rank"] == 1  # only KLING (9.10) is above
+    assert report["indistinguishable"] == []
+    # the same minus one video: a subset, no rank
+    write_report(None, results_file(tmp_path / "sub.json", [2.0] * 349), tmp_path / "sub")
+    sub = json.loads((tmp_path / "sub" / "report.json").read_text())
+    assert sub["coverage"]["subset"] is True and sub["rank"] is None
+    assert sub["coverage"]["label"].startswith("349 of 350 instances")
+    assert "**No rank: 349 of 350 instances" in (tmp_path / "sub" / "report.md").read_text()
+
+
+def test_leaderboard_gaps_inside_the_interval_are_named(tmp_path):
+    # instruction: 193 threes and 157 zeros (mean 579/350), every other question passed:
+    # total 8.654, with a sampling spread of about +-0.15
+    path = results_file(tmp_path / "r.json", [3.0] * 193 + [0] * 157)
+    write_report(None, path, tmp_path / "rep")
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["scores"]["total"] == pytest.approx(7 + 579 / 350)
+    low, high = report["ci95"]["total"]
+    assert 0.1 < report["scores"]["total"] - low < 0.2 and 0.1 < high - report["scores"]["total"] < 0.2
+    board = load_leaderboard()["models"]
+    assert report["indistinguishable"] == [m["name"] for m in sorted(board, key=lambda m: -m["total"])
+                                           if low <= m["total"] <= high]
+    assert {"Mochi-official", "Runway"} <= set(report["indistinguishable"])
+    assert "KLING" not in report["indistinguishable"]
+    mochi = next(r for r in report["leaderboard"] if r["name"] == "Mochi-official")
+    assert mochi["gap"] == pytest.approx(8.66 - report["scores"]["total"], abs=1e-4)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Inside this run's 95% interval of the total (gap not significant): " in md
+
+
+def test_the_leaderboard_holds_the_sites_13_models_and_invents_nothing():
+    board = load_leaderboard()
+    models = board["models"]
+    assert len(models) == 13 and len({m["name"] for m in models}) == 13
+    added = {"CogVideoX-I2V": 7.08, "Pandora": 6.90, "T2V-Turbo": 6.56, "OpenSora-T2V": 6.17,
+             "OpenSora-I2V": 5.82}
+    for m in models:
+        assert m["source"] in board["sources"]
+        if m["name"] in added:
+            assert m["total"] == added[m["name"]] and m["type"] is None
+            assert all(m[k] is None for k in ("instruction", "framewise", "newton", "gravity"))
+        else:
+            assert m["type"] in ("open", "closed") and m["instruction"] is not None
 
 
 def test_report_on_a_bare_results_file_skips_domains_with_a_note(tmp_path):
@@ -120,7 +252,8 @@ def test_report_on_a_bare_results_file_skips_domains_with_a_note(tmp_path):
     assert report["scores"]["total"] == pytest.approx(2.5 + 2.5 + 1.5)
     assert report["coverage"]["judged"] == report["coverage"]["expected"] == 2
     assert report["domains"] is None and report["generation"] is None
-    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["report.json", "report.md", "scores.png"]
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["index.html", "report.json", "report.md",
+                                                                   "scores.png", "thumbs"]
     assert "Skipped: no benchmark file" in md.read_text()
 
 
@@ -146,16 +279,17 @@ def test_bad_results_file_is_named(tmp_path):
 
 def test_rank_ties_go_below_the_published_entry():
     board = load_leaderboard()
-    assert len(board["models"]) == 8 and board["seed"]["total"] == 8.65
+    assert board["seed"]["total"] == 8.65
     tie = next(m for m in board["models"] if m["name"] == "Mochi-official")
     scores = {k: tie[k] for k in ("instruction", "framewise", "temporal", "newton", "mass", "fluid",
                                   "penetration", "gravity", "total")}
-    rank = rank_against(board, "mine", scores)
+    rows = board_rows(board, "mine", scores, None, comparable=True)
+    rank, open_rank = rank_of(rows)
     above = sum(1 for m in board["models"] if m["total"] >= tie["total"])
-    assert rank["rank"] == above + 1
-    assert rank["table"][above - 1]["name"] == "Mochi-official"
-    assert rank["open_rank"] == 1 + sum(1 for m in board["models"][:above] if m["type"] == "open")
-    assert rank_against(board, "mine", {"total": None})["rank"] is None
+    assert rank == above + 1
+    assert rows[above - 1]["name"] == "Mochi-official"
+    assert open_rank == 1 + sum(1 for r in rows[:above] if r["type"] == "open")
+    assert rank_of(board_rows(board, "mine", {"total": None}, None, True)) == (None, None)
 
 
 @pytest.mark.skipif(not (BENCH_ROOT / "worldmodelbench.json").is_file(),
@@ -191,5 +325,40 @@ def test_report_remerges_after_a_shard_is_judged_again(tmp_path):
     run_report(str(run_dir))
     report = json.loads((run_dir / "report" / "report.json").read_text())
     assert (report["coverage"]["judged"], report["coverage"]["short"]) == (5, False)
+    assert report["coverage"]["missing"] == [] and report["coverage"]["subset"]  # 5 of 350
     assert report["scores"]["total"] == pytest.approx(hand_scores([s for s, _ in BENCH])["total"])
-    assert "SHORT" not in (run_dir / "report" / "report.md").read_text()
+    assert "video missing" not in (run_dir / "report" / "report.md").read_text()
+
+
+def _python_without(module: str, code: str) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter where importing `module` fails, as on a login
+    node that lacks it."""
+    prelude = f"import sys; sys.modules[{module!r}] = None\n"
+    return subprocess.run([sys.executable, "-c", prelude + code], cwd=REPO, capture_output=True, text=True)
+
+
+def test_the_report_runs_without_torch(tmp_path):
+    run_dir, _ = make_run(tmp_path, shards=1, missing=("clip_a",), images=True)
+    run_shard(str(run_dir), 0)
+    proc = _python_without("torch", f"""
+from wmsub.score.report import run_report
+run_report({str(run_dir)!r})
+assert not any(m == "torch" or m.startswith("torch.") for m in sys.modules if sys.modules[m] is not None)
+""")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    assert report["coverage"]["judged"] == 4 and (run_dir / "report" / "thumbs" / "0.jpg").is_file()
+
+
+def test_a_missing_report_dependency_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"model_name": "m", "preds": {"x": {}}, "accs": {
+        "instruction": [2.0], "physical_laws": [True] * 5, "common_sense": [True, True]}}))
+    proc = _python_without("matplotlib", f"""
+from pathlib import Path
+from wmsub.score.report import write_report
+write_report(None, Path({str(path)!r}), Path({str(tmp_path / 'rep')!r}))
+""")
+    assert proc.returncode != 0
+    assert "ReportDependencyError" in proc.stderr and "matplotlib (pip package matplotlib" in proc.stderr
+    assert "pip install -e ." in proc.stderr and not (tmp_path / "rep" / "report.md").exists()

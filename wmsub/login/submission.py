@@ -176,29 +176,36 @@ def wait_for_run(run: RunFolder, poll_s: float = 3.0) -> None:
         time.sleep(poll_s)
 
 
-def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list[dict]:
+def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str,
+                            shard_ids: list[int] | None = None) -> list[dict]:
     """Judge shards after the whole generation array, then the report after the shards.
 
     `afterany` (not `afterok`): a failed chunk must not leave the judge pending forever; the
     judge then scores the videos that exist and the report flags the missing ones.
+    `shard_ids` (`launch.py judge`): judge only these shards of the existing shards.json
+    (none: only the report); `after_job` may then be empty or several ids joined by ':'.
     """
     from wmsub.score import judge  # judge/report need no torch either
 
-    plan = run.load_plan()
-    shards = judge.write_shards_file(run.path, cfg, plan.stems, plan.domains or None)
+    if shard_ids is None:
+        plan = run.load_plan()
+        shards = judge.write_shards_file(run.path, cfg, plan.stems, plan.domains or None)
+        shard_ids = list(range(len(shards)))
     entries = []
     dep = f"afterany:{after_job}" if after_job else None
-    ex = _single_gpu_executor(cfg, run, "judge", dep)
-    shard_ids = list(range(len(shards)))
-    jobs = ex.map_array(judge.run_shard, [str(run.path)] * len(shard_ids), shard_ids)
-    judge_master = jobs[0].job_id.split("_")[0]
-    entries.append({"stage": "judge", "job_id": judge_master, "executor": "slurm",
-                    "tasks": {str(i): j.job_id for i, j in zip(shard_ids, jobs)},
-                    "submitted_at": time.time()})
-    run.add_job(entries[-1])
+    judge_master = ""
+    if shard_ids:
+        ex = _single_gpu_executor(cfg, run, "judge", dep)
+        jobs = ex.map_array(judge.run_shard, [str(run.path)] * len(shard_ids), shard_ids)
+        judge_master = jobs[0].job_id.split("_")[0]
+        entries.append({"stage": "judge", "job_id": judge_master, "executor": "slurm",
+                        "tasks": {str(i): j.job_id for i, j in zip(shard_ids, jobs)},
+                        "submitted_at": time.time()})
+        run.add_job(entries[-1])
     if cfg.judge.report:
         from wmsub.score import report
-        rex = _single_gpu_executor(cfg, run, "report", f"afterany:{judge_master}")
+        rdep = f"afterany:{judge_master}" if judge_master else dep
+        rex = _single_gpu_executor(cfg, run, "report", rdep)
         rjob = rex.submit(report.run_report, str(run.path))
         entries.append({"stage": "report", "job_id": rjob.job_id, "executor": "slurm",
                         "tasks": {}, "submitted_at": time.time()})

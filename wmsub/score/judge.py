@@ -20,7 +20,8 @@ Layout under `<run_dir>/judge/`:
   shard-<i>/judge.log         the judge's stdout and stderr
   shard-<i>/official_cot.json what the judge wrote (kept as it is)
   shard-<i>/result.json       copy of it: the shard's result
-  shard-<i>/status.json       coverage of the shard
+  shard-<i>/status.json       coverage of the shard and the judge settings it was made with
+  shard-<i>/failed.json       why the judge failed on the shard (removed by a later success)
   results.json                merged results, official layout
   coverage.json               judged / expected / missing of the merged results
 """
@@ -37,11 +38,12 @@ from pathlib import Path
 
 from wmsub.benchmark.manifest import stem_domains
 from wmsub.config import Config
-from wmsub.state.jsonio import write_json_atomic
+from wmsub.state.jsonio import read_json_object, write_json_atomic
 from wmsub.state.runs import RunFolder
 from wmsub.score.scoring import ResultsError, coverage, per_video, results_from_verdicts
 
 LOG_TAIL_LINES = 40
+LOG_TAIL_SHOWN = 15  # lines of a failed judge's log the report shows
 
 
 class JudgeError(RuntimeError):
@@ -172,12 +174,47 @@ def judge_list_stems(repo) -> set[str]:
     return set(stem_domains(Path(repo) / "worldmodelbench.json"))
 
 
+def judge_settings(cfg: Config) -> dict:
+    """What a shard's result depends on besides its videos: the judge weights, the
+    benchmark repo (evaluation.py and its worldmodelbench.json) and chain of thought."""
+    def resolved(path: str) -> str:
+        return str(Path(path).resolve()) if path else ""
+    return {"checkpoint": resolved(cfg.judge.checkpoint), "repo": resolved(cfg.judge.repo),
+            "cot": bool(cfg.judge.cot)}
+
+
+def shard_state(run_dir, shard_index: int, cfg: Config, video_dir) -> tuple[bool, str]:
+    """(current, why): a shard is current when its result exists, was made with these
+    judge settings and no video missing then exists now."""
+    folder = shard_dir(run_dir, shard_index)
+    if not (folder / "result.json").is_file():
+        failed = read_json_object(folder / "failed.json")
+        return False, "judge failed" if failed else "no result"
+    made_with = (read_json_object(folder / "status.json") or {}).get("judge")
+    if made_with is not None and made_with != judge_settings(cfg):
+        changed = sorted(k for k in set(made_with) | set(judge_settings(cfg))
+                         if made_with.get(k) != judge_settings(cfg).get(k))
+        return False, "judge settings changed: " + ", ".join(f"judge.{k}" for k in changed)
+    new = _new_videos_since(folder, video_dir)
+    if new:
+        return False, f"{len(new)} video(s) missing when judged exist now"
+    return True, "current"
+
+
+def _forget_result(folder: Path) -> None:
+    """Remove a shard's stale result, and the official output the judge would reload
+    instead of judging."""
+    for path in [folder / "result.json", *folder.glob("official*.json")]:
+        path.unlink(missing_ok=True)
+
+
 def run_shard(run_dir: str, shard_index: int) -> dict:
     """Judge one shard: the entry point of a Slurm judge task (plain Python, no torch).
 
-    A shard whose result.json exists is not run again, unless a video that was
-    missing then exists now (a resubmitted generation made it): then the shard is
-    judged afresh. Returns the shard's status (also in `shard-<i>/status.json`).
+    A shard whose result is current (`shard_state`) is not run again; one whose
+    videos changed (a video missing then exists now) or whose judge settings changed
+    is judged afresh. A failure is kept in `shard-<i>/failed.json` for the report.
+    Returns the shard's status (also in `shard-<i>/status.json`).
     """
     run_dir = Path(run_dir).resolve()
     config_path = run_dir / "config.yaml"
@@ -191,11 +228,27 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
     stems = shards["shards"][shard_index]
     folder = shard_dir(run_dir, shard_index)
     result_path = folder / "result.json"
-    save_name, official_path = official_output(folder, cfg.judge.cot)
 
-    if result_path.is_file() and not _new_videos_since(folder, shards["video_dir"]):
+    current, why = shard_state(run_dir, shard_index, cfg, shards["video_dir"])
+    if current:
         return {**_status(folder, shard_index, stems, result_path, ran=False), "reused_result": True}
+    if why.startswith("judge settings changed"):
+        _forget_result(folder)
+    try:
+        status = _judge_shard(run_dir, cfg, config_path, shards, shard_index, stems)
+    except Exception as e:
+        write_json_atomic(folder / "failed.json", {"error": f"{type(e).__name__}: {e}",
+                                                   "log": str(folder / "judge.log"), "at": time.time()})
+        raise
+    (folder / "failed.json").unlink(missing_ok=True)
+    return status
 
+
+def _judge_shard(run_dir: Path, cfg: Config, config_path: Path, shards: dict, shard_index: int,
+                 stems: list[str]) -> dict:
+    folder = shard_dir(run_dir, shard_index)
+    result_path = folder / "result.json"
+    save_name, official_path = official_output(folder, cfg.judge.cot)
     prepare_shard(run_dir, shard_index, stems, shards["video_dir"])
     present = [s for s in stems if s not in _missing(folder)]
     started = time.time()
@@ -235,6 +288,7 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
     status = _status(folder, shard_index, stems, result_path, ran=ran)
     status["seconds"] = time.time() - started
     status["not_in_judge_list"] = sorted(set(present) - listed)
+    status["judge"] = judge_settings(cfg)
     write_json_atomic(folder / "status.json", status)
     return status
 
@@ -292,10 +346,56 @@ def merge_shards(run_dir) -> Path:
     write_json_atomic(out, merged)
     cov = coverage(merged, order)
     cov["shards_without_result"] = absent_shards
+    cov.update(why_not_judged(run_dir, cov["missing"]))
     write_json_atomic(judge_dir(run_dir) / "coverage.json", cov)
     return out
 
 
+def why_not_judged(run_dir, stems: list[str]) -> dict:
+    """Sort the stems the merged results lack by cause, from the shard folders.
+
+    {"video_missing": [...], "judge_failed": [...], "not_in_judge_list": [...],
+     "not_judged": [...], "shard_failures": [{"shard", "stems", "why", "log", "log_tail"}]}.
+    A video that exists was not judged because the judge failed (or did not finish) on
+    its shard, because the judge's worldmodelbench.json does not list it, or because
+    its shard has not run (e.g. made after the judge ran: `launch.py judge` judges it).
+    """
+    shards = read_shards_file(run_dir)
+    video_dir = Path(shards["video_dir"])
+    shard_of = {s: i for i, shard in enumerate(shards["shards"]) for s in shard}
+    out = {"video_missing": [], "judge_failed": [], "not_in_judge_list": [], "not_judged": []}
+    failures: dict[int, dict] = {}
+    for stem in stems:
+        if not (video_dir / f"{stem}.mp4").is_file():
+            out["video_missing"].append(stem)
+            continue
+        i = shard_of.get(stem)
+        folder = shard_dir(run_dir, i) if i is not None else None
+        status = read_json_object(folder / "status.json") if folder else None
+        attempted = folder is not None and any((folder / n).is_file() for n in ("judge.log", "failed.json"))
+        if attempted and not (folder / "result.json").is_file():
+            out["judge_failed"].append(stem)
+            entry = failures.setdefault(i, _shard_failure(folder, i))
+            entry["stems"].append(stem)
+        elif status and stem in (status.get("not_in_judge_list") or []):
+            out["not_in_judge_list"].append(stem)
+        else:
+            out["not_judged"].append(stem)
+    out["shard_failures"] = [failures[i] for i in sorted(failures)]
+    return out
+
+
+def _shard_failure(folder: Path, shard_index: int) -> dict:
+    failed = read_json_object(folder / "failed.json")
+    why = failed["error"].splitlines()[0] if failed and failed.get("error") else \
+        "the judge did not finish (killed, timed out, or still running)"
+    log = folder / "judge.log"
+    return {"shard": shard_index, "stems": [], "why": why, "log": str(log),
+            "log_tail": _tail(log, LOG_TAIL_SHOWN)}
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return f"({path} does not exist)"
     text = path.read_text(errors="replace").splitlines()
     return "\n".join(text[-lines:])

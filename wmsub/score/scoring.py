@@ -27,6 +27,9 @@ PHYSICS = ("newton", "mass", "fluid", "penetration", "gravity")
 COMMON_SENSE = ("framewise", "temporal")
 SCORE_KEYS = ("instruction", *PHYSICS, "physical_laws", *COMMON_SENSE, "common_sense", "total")
 UNKNOWN_DOMAIN = "(unknown domain)"
+INSTRUCTION_MAX = 3.0
+# WorldModelBench's size: the leaderboard's scores are over all of it (7 domains x 50)
+OFFICIAL_INSTANCES = 350
 
 
 class ResultsError(ValueError):
@@ -35,12 +38,30 @@ class ResultsError(ValueError):
 
 @dataclass(frozen=True)
 class VideoVerdict:
-    """The judge's entries for one video, cut out of the flat accs lists."""
+    """The judge's entries for one video, cut out of the flat accs lists.
+
+    Values are kept exactly as the judge wrote them (instruction a float, or the int 0
+    for an unparsable answer; questions bools), so a merged file keeps the official types.
+    """
     stem: str
-    instruction: float
-    physical_laws: tuple  # 5 entries, PHYSICS order
-    common_sense: tuple  # 2 entries, COMMON_SENSE order
-    preds: dict
+    instruction: float  # 0-3
+    physical_laws: tuple  # 5 entries, PHYSICS order; True = passed (no violation seen)
+    common_sense: tuple  # 2 entries, COMMON_SENSE order; True = passed
+    preds: dict  # the judge's answers: {"instruction": [text], "physical_laws": [5 texts], ...}
+
+    @property
+    def total(self) -> float:
+        """This video's score on the official 0-10 scale (its share of the total)."""
+        return float(self.instruction) + sum(map(float, self.physical_laws)) + \
+            sum(map(float, self.common_sense))
+
+    def failed(self) -> list[str]:
+        """Questions this video failed, by sub-dimension name; `instruction` when the
+        instruction score is below the maximum of 3."""
+        out = ["instruction"] if float(self.instruction) < INSTRUCTION_MAX else []
+        out += [name for name, ok in zip(PHYSICS, self.physical_laws) if not ok]
+        out += [name for name, ok in zip(COMMON_SENSE, self.common_sense) if not ok]
+        return out
 
 
 def per_video(results: dict, source: str = "results") -> list[VideoVerdict]:
@@ -66,9 +87,9 @@ def per_video(results: dict, source: str = "results") -> list[VideoVerdict]:
                 f"out of order: re-run the judge for it or re-merge the shards")
         lists[key] = values
     return [VideoVerdict(stem=stem,
-                         instruction=float(lists["instruction"][k]),
-                         physical_laws=tuple(float(v) for v in lists["physical_laws"][5 * k:5 * k + 5]),
-                         common_sense=tuple(float(v) for v in lists["common_sense"][2 * k:2 * k + 2]),
+                         instruction=lists["instruction"][k],
+                         physical_laws=tuple(lists["physical_laws"][5 * k:5 * k + 5]),
+                         common_sense=tuple(lists["common_sense"][2 * k:2 * k + 2]),
                          preds=preds[stem])
             for k, stem in enumerate(stems)]
 
@@ -98,12 +119,12 @@ def score_verdicts(verdicts: list[VideoVerdict]) -> dict:
     if not verdicts:
         out.update({k: None for k in SCORE_KEYS})
         return out
-    out["instruction"] = _mean([v.instruction for v in verdicts])
+    out["instruction"] = _mean([float(v.instruction) for v in verdicts])
     for i, name in enumerate(PHYSICS):
-        out[name] = _mean([v.physical_laws[i] for v in verdicts])
+        out[name] = _mean([float(v.physical_laws[i]) for v in verdicts])
     out["physical_laws"] = sum(out[name] for name in PHYSICS)
     for i, name in enumerate(COMMON_SENSE):
-        out[name] = _mean([v.common_sense[i] for v in verdicts])
+        out[name] = _mean([float(v.common_sense[i]) for v in verdicts])
     out["common_sense"] = sum(out[name] for name in COMMON_SENSE)
     out["total"] = out["instruction"] + out["physical_laws"] + out["common_sense"]
     return out
@@ -129,7 +150,9 @@ def coverage(results: dict, expected_stems: Iterable[str]) -> dict:
     extra = [s for s in results.get("preds", {}) if s not in expected_set]
     n_judged = len(expected) - len(missing)
     return {"judged": n_judged, "expected": len(expected), "missing": missing,
-            "extra": extra, "short": bool(missing)}
+            "extra": extra, "short": bool(missing),
+            # against the whole benchmark, which is what the leaderboard scores
+            "of": OFFICIAL_INSTANCES, "subset": n_judged < OFFICIAL_INSTANCES}
 
 
 def stem_domains(source) -> dict[str, str]:

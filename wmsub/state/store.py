@@ -163,6 +163,11 @@ class OutputStore:
         self._settings_checked = True
         return notes
 
+    def saved_settings(self) -> dict | None:
+        """`.wmsub/settings.json` as written by check_settings (fingerprint, settings,
+        created_at, previous), or None before the folder's first use."""
+        return read_json_object(self.meta / "settings.json")
+
     def _ensure_settings(self) -> None:
         if not self._settings_checked:
             self.check_settings()

@@ -135,6 +135,8 @@ class WanTI2VEngine:
             "parallel": self.mode,
             "group_size": self.ctx.group_size,
             "device": self.device.type,
+            # the report's "GPU type" (and why seed-42 noise matches only on like GPUs)
+            "gpu": torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else None,
             "param_dtype": str(self.param_dtype).replace("torch.", ""),
             "t5_dtype": str(self.wan_cfg.t5_dtype).replace("torch.", ""),
             "vae_dtype": self.gen.vae_dtype,

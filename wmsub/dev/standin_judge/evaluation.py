@@ -1,6 +1,6 @@
 # STAND-IN for the external VILA judge program (evaluation.py of the WorldModelBench repo).
-# Tests only: it judges nothing; its answers come from a hash of the video's stem.
-"""STAND-IN for the official WorldModelBench judge `evaluation.py` (tests only).
+# Tests and `make demo` only: it judges nothing; its answers come from a hash of the video's stem.
+"""STAND-IN for the official WorldModelBench judge `evaluation.py` (tests and `make demo` only).
 
 The real judge runs the VILA model on each video; this stand-in keeps everything
 around it the same so wmsub's judge stage can be tested without a GPU:
@@ -63,6 +63,8 @@ def main():
     parser.add_argument("--cot", action="store_true")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
+    # the report looks for this line to label the scores as the stand-in's
+    print("STAND-IN for the VILA judge: verdicts come from a hash of each stem, not from the videos")
 
     with open("standin_calls.log", "a") as log:
         log.write(json.dumps(sys.argv[1:]) + "\n")
