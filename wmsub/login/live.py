@@ -119,7 +119,7 @@ def screen(status: dict, width: int, height: int) -> Group:
     used = len(header.plain.splitlines()) + 1 + len(problems) + _CHROME_LINES + 1
     room = max(3, height - used)
     done_note = Text("every job of the run has ended", style="bold") if status["finished"] else \
-        Text(f"refreshing; Ctrl-C to stop watching (the jobs go on)", style="dim")
+        Text("refreshing; Ctrl-C to stop watching (the jobs go on)", style="dim")
     return Group(header, _table(status, room, width), stages, *problems, done_note)
 
 
