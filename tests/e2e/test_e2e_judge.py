@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers.e2e import jobs, latest_run, launch, run_logs, smoke_overrides, squeue_ids, wait_until
 from tests.helpers.slurm import job_state_sacct
-from tests.helpers.judge import STANDIN, hand_scores
+from tests.helpers.judge import STANDIN, hand_scores, make_judge_checkpoint
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
@@ -25,7 +25,7 @@ def test_generation_then_judge_then_report(tmp_path, synthetic_bench, tiny_check
     shutil.copy(bench / "worldmodelbench.json", repo / "worldmodelbench.json")
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 2, "judge.enabled": "true", "judge.python": sys.executable,
-        "judge.repo": repo, "judge.checkpoint": tmp_path / "vila-ewm-qwen2-1.5b",
+        "judge.repo": repo, "judge.checkpoint": make_judge_checkpoint(tmp_path / "vila-ewm-qwen2-1.5b"),
         "judge.shards": 2, "judge.partition": "low", "judge.cpus": 1, "judge.mem_gb": 1,
         "generate.sampling_steps": 20})
     launch("--config", "configs/smoke.yaml", *over)

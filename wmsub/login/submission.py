@@ -22,18 +22,20 @@ from wmsub.state.runs import RunFolder
 from wmsub.state.store import OutputStore
 
 
+NO_SBATCH = "sbatch not found: load Slurm, or pass --local"
+
+
 def executor_kind(cfg: Config, force_local: bool = False) -> str:
+    """"local" only when asked for (--local or slurm.executor=local): `auto` without sbatch
+    refuses, since running the chunks here would load the model on a login node."""
     if force_local or cfg.slurm.executor == "local":
         return "local"
-    if cfg.slurm.executor == "slurm":
-        if not shutil.which("sbatch"):
-            raise RuntimeError("slurm.executor=slurm but `sbatch` is not on PATH; "
-                               "run on a login node or pass --local")
-        return "slurm"
-    return "slurm" if shutil.which("sbatch") else "local"
+    if not shutil.which("sbatch"):
+        raise RuntimeError(f"{NO_SBATCH} (slurm.executor={cfg.slurm.executor})")
+    return "slurm"
 
 
-def _setup_lines(extra: list[str]) -> list[str]:
+def job_setup_lines(extra: list[str]) -> list[str]:
     # The job imports wmsub from this checkout: the compute node sees the same shared FS.
     return [*extra, f"export PYTHONPATH={REPO_ROOT}${{PYTHONPATH:+:$PYTHONPATH}}"]
 
@@ -69,29 +71,59 @@ def _generation_sbatch_params(cfg: Config, run: RunFolder) -> dict:
     gpus = s.gpus_per_job
     additional = {"requeue": True} if s.requeue else {}
     additional.update(s.additional)
-    return dict(job_name=f"{run.name}-gen", nodes=1, ntasks_per_node=gpus, gres=f"gpu:{gpus}",
+    return dict(job_name=f"{run.name}-gen", nodes=1, ntasks_per_node=gpus, gres=_gres(s.gpu_type, gpus),
                 cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB", time=s.time_min,
                 signal_delay_s=s.signal_delay_s, array_parallelism=s.array_parallelism,
-                setup=_setup_lines(s.setup), additional_parameters=additional,
+                setup=job_setup_lines(s.setup), additional_parameters=additional,
                 **_slurm_common(cfg))
 
 
-def _single_gpu_executor(cfg: Config, run: RunFolder, stage: str, gpus: int, time_min: int,
-                         dependency: str | None):
+CHECK_TIME_MIN = 10
+
+
+def on_node_check_executor(cfg: Config, run: RunFolder):
+    """The on-node check job: the generation job's shape (partition, gres, tasks, setup
+    lines, interpreter, slurm.additional), a short time limit, no array, no requeue."""
+    s = cfg.slurm
+    params = _generation_sbatch_params(cfg, run)
+    params.pop("array_parallelism")
+    params["additional_parameters"].pop("requeue", None)
+    params.update(job_name=run.name, time=min(s.time_min, CHECK_TIME_MIN),
+                  signal_delay_s=min(s.signal_delay_s, CHECK_TIME_MIN * 60 // 2))
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0, python=s.python or None)
+    ex.update_parameters(**params)
+    return ex
+
+
+def _gres(gpu_type: str, gpus: int) -> str:
+    return f"gpu:{gpu_type}:{gpus}" if gpu_type else f"gpu:{gpus}"
+
+
+def _stage_sbatch_params(cfg: Config, run: RunFolder, stage: str, dependency: str | None) -> dict:
+    """sbatch parameters of a judge or report job: slurm.additional applies to them too; the
+    judge takes one GPU (of judge.gpu_type, else slurm.gpu_type) on judge.partition, the
+    report no GPU, on judge.report_partition when set (a CPU partition will do)."""
     j = cfg.judge
-    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0)
     params = _slurm_common(cfg)
-    if j.partition:
-        params["partition"] = j.partition
-    if gpus:
-        params["gres"] = f"gpu:{gpus}"
-    extra = {"kill-on-invalid-dep": "yes"}
+    partition = (j.report_partition or j.partition) if stage == "report" else j.partition
+    if partition:
+        params["partition"] = partition
+    if stage == "judge":
+        params["gres"] = _gres(j.gpu_type or cfg.slurm.gpu_type, 1)
     if dependency:
         params["dependency"] = dependency
-    ex.update_parameters(job_name=f"{run.name}-{stage}", nodes=1, ntasks_per_node=1,
-                         cpus_per_task=j.cpus, mem=f"{j.mem_gb}GB", time=time_min,
-                         setup=_setup_lines(cfg.slurm.setup + j.setup),
-                         additional_parameters=extra, **params)
+    extra = {**cfg.slurm.additional, "kill-on-invalid-dep": "yes"}
+    return dict(job_name=f"{run.name}-{stage}", nodes=1, ntasks_per_node=1, cpus_per_task=j.cpus,
+                mem=f"{j.mem_gb}GB", time=j.time_min if stage == "judge" else REPORT_TIME_MIN,
+                setup=job_setup_lines(cfg.slurm.setup + j.setup), additional_parameters=extra, **params)
+
+
+REPORT_TIME_MIN = 30
+
+
+def _stage_executor(cfg: Config, run: RunFolder, stage: str, dependency: str | None):
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0)
+    ex.update_parameters(**_stage_sbatch_params(cfg, run, stage, dependency))
     return ex
 
 
@@ -139,7 +171,7 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list
     shards = judge.write_shards_file(run.path, cfg, plan.stems, plan.domains or None)
     entries = []
     dep = f"afterany:{after_job}" if after_job else None
-    ex = _single_gpu_executor(cfg, run, "judge", 1, cfg.judge.time_min, dep)
+    ex = _stage_executor(cfg, run, "judge", dep)
     shard_ids = list(range(len(shards)))
     jobs = ex.map_array(judge.run_shard, [str(run.path)] * len(shard_ids), shard_ids)
     judge_master = jobs[0].job_id.split("_")[0]
@@ -149,7 +181,7 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list
     run.add_job(entries[-1])
     if cfg.judge.report:
         from wmsub.score import report
-        rex = _single_gpu_executor(cfg, run, "report", 0, 30, f"afterany:{judge_master}")
+        rex = _stage_executor(cfg, run, "report", f"afterany:{judge_master}")
         rjob = rex.submit(report.run_report, str(run.path))
         entries.append({"stage": "report", "job_id": rjob.job_id, "executor": "slurm",
                         "tasks": {}, "submitted_at": time.time()})
@@ -157,20 +189,25 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str) -> list
     return entries
 
 
-def sbatch_preview(cfg: Config, run: RunFolder, n_chunks: int) -> str:
-    """The exact sbatch script submitit would write for the generation array.
+def sbatch_preview(cfg: Config, run: RunFolder, n_chunks: int, stage: str = "gen") -> str:
+    """The exact sbatch script submitit would write for the generation array (or the judge
+    array of `n_chunks` shards, or the report job), dependencies left out.
 
-    Built from the same parameters as `generation_executor`, without a SlurmExecutor, which
+    Built from the same parameters as the executors, without a SlurmExecutor, which
     refuses to exist where there is no srun (a dry run may happen anywhere).
     """
     # submitit's private script builder, used here alone: the preview must be the very
-    # script SlurmExecutor writes. tests/unit/test_submission.py fails loudly if submitit
+    # script SlurmExecutor writes. tests/unit/test_structure.py fails loudly if submitit
     # renames it or its parameters.
     from submitit.slurm.slurm import _make_sbatch_string
-    python = cfg.slurm.python or shlex.quote(sys.executable)  # as SlurmExecutor does
+    if stage == "gen":
+        params, python = _generation_sbatch_params(cfg, run), cfg.slurm.python
+    else:
+        params, python = _stage_sbatch_params(cfg, run, stage, None), ""
+    python = python or shlex.quote(sys.executable)  # as SlurmExecutor does
     command = " ".join([python, "-u -m submitit.core._submit", shlex.quote(str(run.submitit_dir))])
-    return _make_sbatch_string(command=command, folder=run.submitit_dir,
-                               map_count=max(n_chunks, 1), **_generation_sbatch_params(cfg, run))
+    map_count = max(n_chunks, 1) if stage != "report" else None
+    return _make_sbatch_string(command=command, folder=run.submitit_dir, map_count=map_count, **params)
 
 
 def resubmit_workers(run: RunFolder, cfg: Config) -> list[ChunkWorker]:
