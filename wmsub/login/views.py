@@ -95,6 +95,12 @@ def render_status(status: dict, width: int = 100) -> str:
              f"{_bar(t['done'], t['total'], max(10, min(40, width - 64)))} {t['done']}/{t['total']} "
              f"({pct:.0f}%)  {t['videos_per_hour']:.1f} videos/h  ETA {hms(t['eta_s'])}  "
              f"GPU-hours {t['gpu_hours']:.2f}"]
+    check = status.get("on_node_check")
+    if check:
+        ago = hms(time.time() - check["finished_at"]) + " ago" if check.get("finished_at") else ""
+        lines.append(f"on-node check: {'passed' if check['ok'] else 'FAILED'} (job {check['job_id']}, "
+                     f"{ago}) {check['folder']}/result.json")
+        lines.extend(f"   {p}" for p in check["problems"][:5])
     if not status["sacct"]:
         lines.append(f"sacct unavailable ({status['sacct_error']}): states from squeue and the outputs")
     if status.get("squeue_error"):
