@@ -270,8 +270,13 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from wmsub.score.report import write_report
+    from wmsub.score.report import ReportDependencyError, require_report_modules, write_report
     from wmsub.state.runs import find_run
+    try:
+        require_report_modules()
+    except ReportDependencyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.results:
         out = Path(args.out or "report")
         cfg = load_config(args.config, args.overrides) if (args.config or args.overrides) else None

@@ -13,7 +13,8 @@ def test_help_lists_every_command():
 
 
 def test_dry_run_prints_the_exact_sbatch_script_and_submits_nothing(tmp_path, synthetic_bench,
-                                                                   tiny_checkpoint):
+                                                                   tiny_checkpoint, slurm_cluster):
+    # the dry run checks the script with `sbatch --test-only`: it needs slurmctld
     bench = synthetic_bench(6)
     out = launch("--config", "configs/smoke.yaml", "--dry-run", "plan.chunks=3",
                  "slurm.account=proj42", "slurm.additional={gpu-bind: closest}",

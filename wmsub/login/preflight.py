@@ -8,7 +8,6 @@ the interpreters are asked in subprocesses (login/interpreters.py).
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -23,7 +22,6 @@ from wmsub.config import Config
 from wmsub.problems import Problem
 
 NODE_LOCAL = ("/tmp", "/dev/shm", "/var/tmp", "/run")  # each node has its own
-REPORT_MODULES = {"matplotlib": "matplotlib==3.11.2", "imageio_ffmpeg": "imageio-ffmpeg==0.8.1"}
 
 
 @dataclass
@@ -220,11 +218,12 @@ def check_report(cfg: Config, ctx: Context) -> CheckResult:
 
 def report_dependency_problems(key: str) -> list[Problem]:
     """The report's chart and video-frame modules, missing from this interpreter."""
-    missing = [pin for module, pin in REPORT_MODULES.items() if importlib.util.find_spec(module) is None]
+    from wmsub.score.report import missing_report_modules
+    missing = missing_report_modules()
     if not missing:
         return []
     return [Problem(key, f"this interpreter ({sys.executable}) lacks {', '.join(missing)}, which the "
-                    "report needs for its charts and contact sheet",
+                    "report job needs for its charts and contact sheet",
                     f"pip install {' '.join(missing)} (or the login-node install: pip install -e .)")]
 
 

@@ -109,6 +109,8 @@ def contact_sheet(path: Path, samples: list[tuple[str, str, Path]]) -> Path:
         try:
             n = probe_mp4(video)["frames"]
             frames = read_frames(video, [0, n // 2, n - 1])
+        except ImportError:  # a missing module is the install's fault, not the video's
+            raise
         except Exception as e:  # a broken video must not break the report
             draw.text((8, top + 48), f"unreadable: {type(e).__name__}", fill="darkred")
             frames = [None] * len(FRAME_POSITIONS)

@@ -6,12 +6,13 @@ results file, e.g. one produced by hand.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import statistics
+import sys
 from pathlib import Path
 
-from wmsub import DATA_DIR
-from wmsub.score import charts
+from wmsub import CHECKOUT, DATA_DIR
 from wmsub.benchmark.manifest import stem_domains
 from wmsub.config import Config
 from wmsub.score.judge import judge_dir, merge_shards
@@ -24,6 +25,28 @@ MISSING_LISTED = 20  # missing stems named in report.md (report.json has all)
 LEADERBOARD_COLUMNS = (("instruction", "Instr."), ("framewise", "Frame"), ("temporal", "Temp."),
                        ("newton", "Newton"), ("mass", "Mass"), ("fluid", "Fluid"),
                        ("penetration", "Penetr."), ("gravity", "Grav."), ("total", "Total"))
+
+
+# What the charts and the contact sheet need, with the pins of pyproject.toml (core install).
+REPORT_MODULES = {"matplotlib": "matplotlib==3.11.2", "imageio_ffmpeg": "imageio-ffmpeg==0.8.1"}
+
+
+class ReportDependencyError(RuntimeError):
+    """A module the report needs is not installed in this interpreter."""
+
+
+def missing_report_modules() -> list[str]:
+    """The pip requirements of REPORT_MODULES that this interpreter cannot import."""
+    return [pin for module, pin in REPORT_MODULES.items() if importlib.util.find_spec(module) is None]
+
+
+def require_report_modules() -> None:
+    missing = missing_report_modules()
+    if missing:
+        raise ReportDependencyError(
+            f"the report needs {', '.join(missing)}, which this interpreter ({sys.executable}) "
+            f"cannot import (charts and video frames) — fix: pip install {' '.join(missing)}, "
+            f"or the login-node install: pip install -e {CHECKOUT}")
 
 
 def load_leaderboard() -> dict:
@@ -57,6 +80,8 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     it, `cfg` (optional) gives bench.root for domains; without a benchmark file the
     per-domain table is skipped with a note.
     """
+    require_report_modules()  # before any file is written: never a report of blank tiles
+    from wmsub.score import charts
     notes: list[str] = []
     run_dir = Path(run_dir) if run_dir is not None else None
     if cfg is None and run_dir is not None and (run_dir / "config.yaml").is_file():
