@@ -8,7 +8,8 @@ from tests.helpers.e2e import launch, smoke_overrides
 
 def test_help_lists_every_command():
     out = launch("--help").stdout
-    for command in ("plan", "status", "cancel", "resubmit", "report", "--dry-run", "--local"):
+    for command in ("plan", "check", "--on-node", "status", "cancel", "resubmit", "report", "--dry-run",
+                    "--local"):
         assert command in out
 
 

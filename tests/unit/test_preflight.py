@@ -159,3 +159,14 @@ def test_all_problems_come_back_at_once_and_as_json(tmp_path):
     data = report.to_json()
     assert data["ok"] is False and {c["name"] for c in data["checks"]} == set(preflight.CHECKS) - {"benchmark"}
     assert all({"key", "what", "fix"} == set(p) for p in data["problems"])
+
+
+def test_judging_a_run_again_checks_the_judge_and_not_the_generation_side(tmp_path):
+    repo = _judge_repo(tmp_path, "import numpy as np")
+    (repo / "evaluation.py").write_text("import numpy as np\n")
+    cfg = _cfg("judge.enabled=true", f"judge.python={bare_venv(tmp_path / 'vila')}", f"judge.repo={repo}",
+               "judge.checkpoint=/nonexistent", "slurm.python=/gone/python", "model.checkpoint_dir=/gone",
+               "slurm.executor=local")
+    report = preflight.run_judge_checks(cfg, SMOKE)
+    assert {r.name for r in report.results} == {"config", "executor", "paths", "judge", "report", "slurm"}
+    assert {p.key for p in report.problems} == {"judge.checkpoint", "judge.python"}

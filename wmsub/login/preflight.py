@@ -96,6 +96,7 @@ class Context:
     config_path: str | None = None
     force_local: bool = False  # --local
     resubmit: bool = False  # the run folder exists and holds jobs: that is the point
+    stages: tuple[str, ...] = ("gen", "judge", "report")  # the jobs about to be submitted
     earlier: list[CheckResult] = field(default_factory=list)  # results of the checks before
 
     def known(self) -> set[str]:
@@ -234,11 +235,11 @@ def check_slurm(cfg: Config, ctx: Context) -> CheckResult:
         return CheckResult("slurm", skipped="not submitting to Slurm")
     from wmsub.login.submission import sbatch_preview
     from wmsub.state.runs import RunFolder
-    stages = [("gen", 1)]
-    if cfg.judge.enabled:
+    stages = [("gen", 1)] if "gen" in ctx.stages else []
+    if cfg.judge.enabled and "judge" in ctx.stages:
         stages.append(("judge", cfg.judge.shards))
-        if cfg.judge.report:
-            stages.append(("report", 1))
+    if cfg.judge.enabled and cfg.judge.report and "report" in ctx.stages:
+        stages.append(("report", 1))
     problems, info = [], {}
     with tempfile.TemporaryDirectory(prefix="wmsub-check-") as tmp:
         run = RunFolder(Path(tmp) / "check")
@@ -311,9 +312,10 @@ CHECKS: dict[str, Callable[[Config, Context], CheckResult]] = {
 
 
 def run_checks(cfg: Config, config_path: str | None = None, *, force_local: bool = False,
-               resubmit: bool = False, skip: tuple[str, ...] = ()) -> Preflight:
+               resubmit: bool = False, skip: tuple[str, ...] = (),
+               stages: tuple[str, ...] = ("gen", "judge", "report")) -> Preflight:
     """Run every check (but `skip`) and keep going past failures: all problems at once."""
-    ctx = Context(config_path, force_local, resubmit)
+    ctx = Context(config_path, force_local, resubmit, stages=stages)
     results = ctx.earlier
     for name, check in CHECKS.items():
         if name in skip:
@@ -327,3 +329,10 @@ def run_checks(cfg: Config, config_path: str | None = None, *, force_local: bool
         result.seconds = time.time() - t0
         results.append(result)
     return Preflight(results)
+
+
+def run_judge_checks(cfg: Config, config_path: str | None = None) -> Preflight:
+    """The checks before judging an existing run again: only the judge and report jobs are
+    submitted, so the generation interpreter, checkpoint and benchmark are not asked."""
+    return run_checks(cfg, config_path, resubmit=True, stages=("judge", "report"),
+                      skip=("benchmark", "checkpoint", "interpreter"))
