@@ -36,7 +36,8 @@ $(STAMP): pyproject.toml
 	$(VPY) -m pip install -q --upgrade pip
 	# torch first: a CPU build here (the local wheel), a CUDA build on clusters (README).
 	$(VPY) -m pip install -q torch==2.13.0
-	$(VPY) -m pip install -q -e '.[dev]'
+	# both installs in one venv: the login node's core and the generation extra
+	$(VPY) -m pip install -q -e '.[gen,dev]'
 	# The official Wan2.2 code, without its declared dependencies (see pyproject.toml).
 	$(VPY) -m pip install -q --no-deps wan22==2.2.11
 	touch $(STAMP)

@@ -71,6 +71,17 @@ def _plan_arguments(p):
     add_json_arg(p)
 
 
+def _check_arguments(p):
+    add_config_args(p)
+    add_json_arg(p)
+    p.add_argument("--local", action="store_true",
+                   help="check for a run with submitit's local executor (no sbatch needed)")
+    p.add_argument("--on-node", action="store_true",
+                   help="also submit one short job shaped like a generation chunk and check the node")
+    p.add_argument("--timeout", type=float, default=900.0, metavar="SECONDS",
+                   help="--on-node: seconds to wait for the job (queue time included)")
+
+
 def _status_arguments(p):
     add_run_args(p)
     add_json_arg(p)
@@ -145,6 +156,8 @@ COMMANDS: dict[str, Command] = {
     "run": Command("validate, plan, submit the generation array (+ judge/report jobs when "
                    "judge.enabled)", _run_arguments),
     "plan": Command("validate + scan the outputs + plan; submit nothing", _plan_arguments),
+    "check": Command("every check a run makes before the queue, all problems at once "
+                     "(--on-node: also a short job on a compute node)", _check_arguments),
     "status": Command("per-chunk state, done counts, failures with their log lines, totals, ETA",
                       _status_arguments),
     "runs": Command("every run under the logs folder: config, state, done/total, GPU-hours, score",
@@ -212,7 +225,7 @@ def _dispatch(argv: list[str]) -> int:
         return 2
     else:
         command = "run"
-    args = command_parser(command).parse_args(argv)
+    args = command_parser(command).parse_intermixed_args(argv)  # flags may follow key=value
     try:
         rc = globals()[f"cmd_{command}"](args)
         sys.stdout.flush()  # a closed pipe shows here, inside the handler above
@@ -276,8 +289,13 @@ def _plan_or_exit(cfg):
 # ---- commands -----------------------------------------------------------------------------
 
 def cmd_plan(args) -> int:
+    from wmsub.login.preflight import Context, check_config
     from wmsub.login.views import format_plan
-    cfg, _ = _load(args)
+    cfg, path = _load(args)
+    values = check_config(cfg, Context(path))
+    if values.problems:
+        print("config refused:\n" + "\n".join(f"  - {p}" for p in values.problems), file=sys.stderr)
+        return 1
     plan = _plan_or_exit(cfg)
     if plan is None:
         return 1
@@ -285,34 +303,82 @@ def cmd_plan(args) -> int:
     return 0
 
 
+def _preflight(cfg, path, force_local: bool, resubmit: bool = False):
+    """The checks `check` runs (login/preflight.py) but the benchmark's (the planner
+    validates it); prints what they found."""
+    from wmsub.login.preflight import run_checks
+    report = run_checks(cfg, path, force_local=force_local, resubmit=resubmit, skip=("benchmark",))
+    if report.problems:
+        print(f"the setup was refused; nothing was submitted.\n{report.format(verbose=False)}",
+              file=sys.stderr)
+    elif report.warnings:
+        print(report.format(verbose=False), file=sys.stderr)
+    return report
+
+
+ON_NODE_BLOCKERS = ("config", "executor", "paths", "slurm")
+
+
+def cmd_check(args) -> int:
+    from wmsub.login.preflight import run_checks
+    cfg, path = _load(args)
+    report = run_checks(cfg, path, force_local=args.local)
+    # the node's own view is worth having even when the login node's differs (interpreter,
+    # checkpoint, judge); a job that cannot be submitted as configured is not
+    blocked = [r.name for r in report.results if r.problems and r.name in ON_NODE_BLOCKERS]
+    blocked += [f"{r.name} ({r.skipped})" for r in report.results if r.name == "slurm" and r.skipped]
+    if not args.json:
+        print(f"checks of {path}:\n{report.format()}", flush=True)
+        if args.on_node and blocked:
+            print(f"--on-node: not submitted ({', '.join(blocked)}: the job cannot be submitted as set up)")
+    on_node = None
+    if args.on_node and not blocked:
+        from wmsub.login.onnode import run_on_node_check
+        on_node = run_on_node_check(cfg, timeout_s=args.timeout, echo=not args.json)
+        if not args.json:
+            print(on_node.format())
+    ok = report.ok and (on_node is None or on_node.ok)
+    if args.json:
+        data = report.to_json()
+        if on_node is not None:
+            data["on_node"] = on_node.to_json()
+        data["ok"] = ok
+        print(json.dumps(data, indent=1))
+    return 0 if ok else 1
+
+
 def cmd_run(args) -> int:
     from wmsub.login import submission
     from wmsub.login.views import format_plan
-    from wmsub.state.runs import create_run
+    from wmsub.state.runs import create_run, discard_run, read_latest
     cfg, path = _load(args)
-    plan = _plan_or_exit(cfg)
-    if plan is None:
+    report = _preflight(cfg, path, args.local)
+    # the planner scans output.dir: one it cannot use is already reported
+    plan = None if "output.dir" in {p.key for p in report.problems} else _plan_or_exit(cfg)
+    if plan is not None:
+        print(format_plan(plan, cfg))
+        if args.dry_run:
+            from wmsub.login.dry_run import print_dry_run
+            print_dry_run(cfg, path, plan)
+    if plan is None or not report.ok:
         return 1
-    print(format_plan(plan, cfg))
-    if cfg.judge.enabled:
-        from wmsub.score.judge import JudgeError, check_judge_setup
-        try:
-            check_judge_setup(cfg, Path(path))
-        except JudgeError as e:
-            print(f"judge stage refused; nothing was submitted.\n{e}", file=sys.stderr)
-            return 1
     if args.dry_run:
-        from wmsub.login.dry_run import print_dry_run
-        print_dry_run(cfg, path, plan)
         return 0
     if not plan.chunks:
         print("nothing to generate: every instance is done (or failed too often; see plan).")
         return 0
-    run = create_run(cfg, path)
-    run.save_plan(plan.record())
     kind = submission.executor_kind(cfg, args.local)
-    workers = submission.chunk_workers(run, plan)
-    entry, jobs = submission.submit_generation(cfg, run, workers, kind)
+    latest = read_latest(cfg.run.logs_dir)
+    fresh = not (cfg.run.name and (Path(cfg.run.logs_dir) / cfg.run.name).exists())
+    run = create_run(cfg, path)
+    try:
+        run.save_plan(plan.record())
+        workers = submission.chunk_workers(run, plan)
+        entry, jobs = submission.submit_generation(cfg, run, workers, kind)
+    except Exception as e:  # noqa: BLE001 - sbatch refused: leave no trace of the run
+        discard_run(run, latest, remove_folder=fresh)
+        print(f"submission failed; nothing was submitted ({type(e).__name__}: {e})", file=sys.stderr)
+        return 1
     print(f"\nrun {run.name}: {len(workers)} chunk(s) submitted ({kind}), job {entry['job_id']}")
     if cfg.judge.enabled and kind == "slurm":
         for e in submission.submit_judge_and_report(cfg, run, entry["job_id"]):
@@ -329,6 +395,8 @@ def cmd_resubmit(args) -> int:
     from wmsub.login import submission
     run = _find_run(args)
     cfg = run.load_config()
+    if not _preflight(cfg, str(run.path / "config.yaml"), args.local, resubmit=True).ok:
+        return 1
     workers = submission.resubmit_workers(run, cfg)
     if not workers:
         print(f"run {run.name}: nothing missing or failed; nothing submitted "
@@ -400,7 +468,12 @@ def cmd_logs(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from wmsub.score.report import write_report
+    from wmsub.score.report import ReportDependencyError, require_report_modules, write_report
+    try:
+        require_report_modules()
+    except ReportDependencyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     if args.results:
         out = Path(args.out or "report")
         cfg = (load_config(str(checkout_path(args.config)) if args.config else None, args.overrides)
@@ -413,27 +486,22 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _judge_preflight(cfg, config_path: Path) -> str | None:
-    """The pre-submit checks of the judge stage; the problem text, or None."""
-    from wmsub.score.judge import JudgeError, check_judge_setup
-    try:
-        check_judge_setup(cfg, config_path)
-    except JudgeError as e:
-        return str(e)
-    return None
-
-
 def cmd_judge(args) -> int:
     """Judge an existing run again where needed (failed, missing, stale shards), then report."""
-    from wmsub.login import rejudge, submission
+    from wmsub.login import rejudge
     run = _find_run(args)
     cfg = rejudge.judge_config(run, args.overrides)
-    problem = _judge_preflight(cfg, run.path / "config.yaml")
-    if problem:
-        print(f"judge stage refused; nothing was submitted.\n{problem}", file=sys.stderr)
+    from wmsub.login.preflight import run_judge_checks
+    report = run_judge_checks(cfg, str(run.path / "config.yaml"))
+    if report.problems:
+        print(f"judge stage refused; nothing was submitted.\n{report.format(verbose=False)}",
+              file=sys.stderr)
         return 1
-    if not args.dry_run and submission.executor_kind(cfg) != "slurm":
-        print("launch.py judge submits Slurm jobs: `sbatch` is not on PATH here", file=sys.stderr)
+    if report.warnings:
+        print(report.format(verbose=False), file=sys.stderr)
+    if not args.dry_run and cfg.slurm.executor == "local":
+        print("launch.py judge submits Slurm jobs: slurm.executor=local cannot run them",
+              file=sys.stderr)
         return 1
     plan = rejudge.plan_rejudge(run, cfg)
     print(rejudge.describe(run, plan))

@@ -100,6 +100,7 @@ class SlurmConfig:
     constraint: str = ""
     exclude: str = ""
     gpus_per_job: int = 2
+    gpu_type: str = ""  # GPU type in the gres request (gpu:<type>:<n>), e.g. h100; empty: any
     cpus_per_task: int = 8
     mem_gb: int = 64
     time_min: int = 240
@@ -124,6 +125,8 @@ class JudgeConfig:
     cot: bool = True
     shards: int = 1
     partition: str = ""
+    gpu_type: str = ""  # GPU type of the judge jobs; empty: slurm.gpu_type
+    report_partition: str = ""  # the report job needs no GPU: e.g. a CPU partition; empty: judge.partition
     time_min: int = 120
     cpus: int = 8
     mem_gb: int = 64
@@ -172,17 +175,43 @@ FINGERPRINT_KEYS = (
 )
 
 
+# Lists of shell lines: a command-line value is one line, never split on commas
+# (`slurm.setup=export NCCL_IB_HCA=mlx5_0,mlx5_1` is one line).
+ONE_LINE_LISTS = ("slurm.setup", "judge.setup")
+
+
+def _yaml_text(key: str, text: str, kind: str):
+    # BaseLoader keeps every scalar as text: a stem like 000000007259.2 stays a stem
+    try:
+        return yaml.load(text, Loader=yaml.BaseLoader)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        example = '\'[\"module load cuda/12.4\"]\'' if kind == "list" else "'{gpu-bind: closest}'"
+        raise ConfigError(f"{key}={text!r} is not a YAML {kind} ({first}); fix: quote it for the "
+                          f"shell as a whole, e.g. {key}={example}") from None
+
+
+def _list_from_text(key: str, text: str) -> list:
+    """A command-line list: `[...]` is YAML, a shell-line key takes the text as one line,
+    any other key is comma-separated."""
+    if text.strip().startswith("["):
+        return _yaml_text(key, text.strip(), "list")
+    if key in ONE_LINE_LISTS:
+        return [text] if text.strip() else []
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 def _coerce(key: str, value, typ):
     origin = typing.get_origin(typ)
     if origin is list:
         if isinstance(value, str):
-            value = [v for v in value.split(",") if v] if value else []
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            value = _list_from_text(key, value)
+        if not isinstance(value, list) or any(isinstance(v, (list, dict)) for v in value):
+            raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
         return [str(v) for v in value]
     if origin is dict:
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip() else {}
+            value = _yaml_text(key, value, "mapping") if value.strip() else {}
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
         return {str(k): str(v) for k, v in value.items()}
@@ -248,7 +277,10 @@ def _set(cfg: Config, key: str, value, source: str) -> None:
         hint = f"; did you mean {section}.{close[0]}?" if close else ""
         raise ConfigError(f"{source}: unknown key '{key}'{hint} "
                           f"(known in {section}: {', '.join(types)})")
-    coerced = _coerce(key, value, types[name])
+    try:
+        coerced = _coerce(key, value, types[name])
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
     if key in CHOICES and coerced not in CHOICES[key]:
         raise ConfigError(f"{source}: {key}={coerced!r} is not one of {', '.join(CHOICES[key])}")
     setattr(sec, name, coerced)
@@ -305,14 +337,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file {path} does not exist (see configs/ for examples)")
+        text = path.read_text()
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
+            raw = yaml.load(text, Loader=yaml.BaseLoader) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
+        raw = _flatten(raw)
         for key, value in _flatten(data).items():
-            _set(cfg, key, value, str(path))
+            _set(cfg, key, _as_written(key, value, raw.get(key)), str(path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. bench.limit=10")
@@ -321,6 +356,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         _set(cfg, key.strip(), value, "command line")
     validate(cfg)
     return cfg
+
+
+def _as_written(key: str, value, raw):
+    """The file's own text for text-valued keys: YAML would read `stems: [000000007259.2]`
+    as the number 7259.2."""
+    if value is None or raw is None:
+        return value
+    section, _, name = key.partition(".")
+    cls = type(getattr(Config(), section, None))
+    typ = _section_types(cls).get(name) if dataclasses.is_dataclass(cls) else None
+    textual = typ is str or typing.get_origin(typ) in (list, dict)
+    return raw if textual else value
 
 
 def config_from_dict(data: dict) -> Config:

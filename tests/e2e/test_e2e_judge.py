@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from tests.helpers.e2e import jobs, latest_run, launch, run_logs, smoke_overrides, squeue_ids, wait_until
-from tests.helpers.slurm import job_state_sacct
-from tests.helpers.judge import STANDIN, hand_scores
+from tests.helpers.slurm import job_state_sacct, scontrol_job
+from tests.helpers.judge import STANDIN, hand_scores, make_judge_checkpoint
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
 
@@ -25,14 +25,19 @@ def test_generation_then_judge_then_report(tmp_path, synthetic_bench, tiny_check
     shutil.copy(bench / "worldmodelbench.json", repo / "worldmodelbench.json")
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 2, "judge.enabled": "true", "judge.python": sys.executable,
-        "judge.repo": repo, "judge.checkpoint": tmp_path / "vila-ewm-qwen2-1.5b",
+        "judge.repo": repo, "judge.checkpoint": make_judge_checkpoint(tmp_path / "vila-ewm-qwen2-1.5b"),
         "judge.shards": 2, "judge.partition": "low", "judge.cpus": 1, "judge.mem_gb": 1,
+        "judge.report_partition": "low", "slurm.additional": "{mail-type: FAIL}",
         "generate.sampling_steps": 20})
     launch("--config", "configs/smoke.yaml", *over)
     run_dir = latest_run(tmp_path / "logs")
     entries = jobs(run_dir)
     gen, judge_entry, report_entry = entries
     assert [e["stage"] for e in entries] == ["gen", "judge", "report"]
+    # slurm.additional reaches the judge and report jobs; the judge asks for one GPU, the report none
+    judge_job, report_job = scontrol_job(judge_entry["tasks"]["0"]), scontrol_job(report_entry["job_id"])
+    assert judge_job["MailType"] == report_job["MailType"] == "FAIL"
+    assert "gres/gpu=1" in judge_job["TRES"] and "gpu" not in report_job["TRES"]
     # a generation chunk fails: the judge must still run on what exists (afterany)
     subprocess.run(["scancel", gen["tasks"]["1"]], check=True)
     wait_until(lambda: not squeue_ids(report_entry["job_id"]) and not squeue_ids(gen["job_id"])

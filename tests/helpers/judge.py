@@ -33,6 +33,16 @@ def make_mp4(path: Path, frames: int = 5, size: int = 64, shade: int = 0) -> Pat
     return path
 
 
+def make_judge_checkpoint(folder: Path) -> Path:
+    """A folder shaped like the judge's weights folder (config.json + a safetensors file)
+    for the STAND-IN judge, which reads nothing in it; the setup check needs the shape."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"note": "stand-in judge: no real weights"}))
+    header = b"{}"
+    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
+    return folder
+
+
 def make_judge_repo(root: Path, bench=BENCH, instructions: dict | None = None,
                     images: bool = False) -> Path:
     """A folder laid out like the WorldModelBench repo root, holding the stand-in;
@@ -64,7 +74,7 @@ def make_run(tmp: Path, shards: int = 2, missing=("clip_a",), bench=BENCH, cot: 
     cfg.output.dir = str(tmp / "outputs")
     cfg.judge.python = sys.executable
     cfg.judge.repo = str(repo)
-    cfg.judge.checkpoint = str(tmp / "vila-ewm-qwen2-1.5b")
+    cfg.judge.checkpoint = str(make_judge_checkpoint(tmp / "vila-ewm-qwen2-1.5b"))
     cfg.judge.cot = cot
     cfg.judge.shards = shards
     cfg.bench.root = str(repo)

@@ -8,12 +8,14 @@ from tests.helpers.e2e import launch, smoke_overrides
 
 def test_help_lists_every_command():
     out = launch("--help").stdout
-    for command in ("plan", "status", "cancel", "resubmit", "report", "--dry-run", "--local"):
+    for command in ("plan", "check", "--on-node", "status", "cancel", "resubmit", "report", "--dry-run",
+                    "--local"):
         assert command in out
 
 
 def test_dry_run_prints_the_exact_sbatch_script_and_submits_nothing(tmp_path, synthetic_bench,
-                                                                   tiny_checkpoint):
+                                                                   tiny_checkpoint, slurm_cluster):
+    # the dry run checks the script with `sbatch --test-only`: it needs slurmctld
     bench = synthetic_bench(6)
     out = launch("--config", "configs/smoke.yaml", "--dry-run", "plan.chunks=3",
                  "slurm.account=proj42", "slurm.additional={gpu-bind: closest}",

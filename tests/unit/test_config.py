@@ -56,3 +56,38 @@ def test_fingerprint_changes_with_pixels_not_with_slurm():
     base = settings_fingerprint(load_config("configs/wan22_ti2v_5b.yaml"))[0]
     assert settings_fingerprint(load_config("configs/wan22_ti2v_5b.yaml", ["slurm.mem_gb=9"]))[0] == base
     assert settings_fingerprint(load_config("configs/wan22_ti2v_5b.yaml", ["generate.seed=7"]))[0] != base
+
+
+@pytest.mark.parametrize("override, key, expected", [
+    ('slurm.setup=["module load cuda/12.4"]', "setup", ["module load cuda/12.4"]),
+    ("slurm.setup=export NCCL_IB_HCA=mlx5_0,mlx5_1", "setup", ["export NCCL_IB_HCA=mlx5_0,mlx5_1"]),
+    ('slurm.setup=["module load cuda/12.4", "export A=1,2"]', "setup", ["module load cuda/12.4", "export A=1,2"]),
+    ("slurm.setup=", "setup", []),
+    ("bench.stems=[000000007259.2]", "stems", ["000000007259.2"]),
+    ("bench.stems=[000000007259.2, 000000001069.10]", "stems", ["000000007259.2", "000000001069.10"]),
+    ("slurm.additional={gpu-bind: closest, mail-type: ALL}", "additional",
+     {"gpu-bind": "closest", "mail-type": "ALL"}),
+])
+def test_list_and_mapping_overrides_are_yaml_in_brackets_and_shell_lines_stay_whole(override, key, expected):
+    cfg = load_config("configs/wan22_ti2v_5b.yaml", [override])
+    section = cfg.bench if key == "stems" else cfg.slurm
+    assert getattr(section, key) == expected
+
+
+def test_a_broken_yaml_list_override_names_the_key_and_the_quoting_fix():
+    with pytest.raises(ConfigError) as e:
+        load_config("configs/wan22_ti2v_5b.yaml", ['slurm.setup=["module load cuda/12.4"'])
+    assert "slurm.setup" in str(e.value) and "quote it" in str(e.value)
+
+
+def test_yaml_files_keep_dotted_stems_as_text_and_name_the_file_on_a_type_error(tmp_path):
+    good = tmp_path / "stems.yaml"
+    good.write_text("bench:\n  stems: [000000007259.2]\nslurm:\n  additional: {exclusive: true}\n"
+                    "  python: null\n")
+    cfg = load_config(good)
+    assert cfg.bench.stems == ["000000007259.2"] and cfg.slurm.additional == {"exclusive": "true"}
+    assert cfg.slurm.python == ""
+    bad = tmp_path / "types.yaml"
+    bad.write_text("slurm:\n  mem_gb: lots\n")
+    with pytest.raises(ConfigError, match=r"types\.yaml: slurm\.mem_gb: expected an integer, got 'lots'"):
+        load_config(bad)

@@ -229,7 +229,7 @@ def test_run_shard_names_the_missing_judge_setting(tmp_path):
     data["judge"]["python"] = ""
     data["judge"]["checkpoint"] = ""
     (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(JudgeError, match=r"(?s)config\.yaml.*judge\.python is empty.*judge\.checkpoint is empty"):
+    with pytest.raises(JudgeError, match=r"(?s)config\.yaml.*judge\.python: is empty.*judge\.checkpoint: is empty"):
         run_shard(str(run_dir), 0)
     with pytest.raises(JudgeError, match="there is no shard 4"):
         run_shard(str(run_dir), 4)

@@ -360,5 +360,5 @@ from wmsub.score.report import write_report
 write_report(None, Path({str(path)!r}), Path({str(tmp_path / 'rep')!r}))
 """)
     assert proc.returncode != 0
-    assert "ReportDependencyError" in proc.stderr and "matplotlib (pip package matplotlib" in proc.stderr
-    assert "pip install -e ." in proc.stderr and not (tmp_path / "rep" / "report.md").exists()
+    assert "ReportDependencyError" in proc.stderr and "the report needs matplotlib==3.11.2" in proc.stderr
+    assert "pip install matplotlib==3.11.2" in proc.stderr and not (tmp_path / "rep" / "report.md").exists()

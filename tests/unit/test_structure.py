@@ -109,3 +109,31 @@ def test_the_classifier_replaces_submitits_guess_and_remembers_the_verdict():
         assert SignalHandler.has_timed_out(object()) is True and clf.last == "timeout"
     finally:
         SignalHandler.has_timed_out = original
+
+
+def test_a_task_bound_to_its_own_gpu_takes_it():
+    # --gpu-bind=single:1 / --gpus-per-task: each task's list holds one GPU of the job's two
+    assert ranks.rank_gpu("3", 1, job_gpus="2,3") == "3"
+    with pytest.raises(RuntimeError):
+        ranks.rank_gpu("3", 1, job_gpus="3")  # the job has one GPU for two tasks
+
+
+@pytest.mark.parametrize("gpu, visible, allocation, cgroup, problem", [
+    ("2", "2,3", "2,3", False, None),
+    ("3", "3", "3", False, None),                       # per-task binding
+    ("0", "0,1", "2,3", True, None),                    # device cgroup: numbered from 0
+    ("0", "0,1", "2,3", False, "is not the job's allocation"),  # changed after Slurm set it
+    ("0", None, "2,3", False, "outside its job's allocation 2,3"),  # local-rank fallback
+    ("0", None, None, False, "Slurm bound no GPU"),
+])
+def test_a_ranks_gpu_must_be_its_own_jobs(gpu, visible, allocation, cgroup, problem):
+    found = ranks.rank_gpu_problem(gpu, visible, allocation, cgroup)
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_every_official_module_wmsub_imports_is_in_the_checked_list():
+    import re
+    from wmsub.node.engines.shims import WAN_MODULES
+    used = {m for p in (CHECKOUT / "wmsub").rglob("*.py")
+            for m in re.findall(r'wan_module\("([^"]+)"\)', p.read_text())}
+    assert used and used <= set(WAN_MODULES), sorted(used - set(WAN_MODULES))

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from wmsub.node.engines.checkpoint import DIMS_FILE, ti2v_config
+from wmsub.node.engines.checkpoint import ti2v_config
+from wmsub.node.engines.layout import DIMS_FILE, T5_CHECKPOINT, T5_TOKENIZER, VAE_CHECKPOINT
 from wmsub.node.engines.shims import wan_module
 
 TINY_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48, dim=64,
@@ -80,16 +81,16 @@ def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed + 1)
     t5 = t5_mod.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=wan_cfg.t5_dtype,
                          device="cpu", **TINY_T5)
-    torch.save(t5.state_dict(), out / wan_cfg.t5_checkpoint)
+    torch.save(t5.state_dict(), out / T5_CHECKPOINT)
 
     torch.manual_seed(seed + 2)
     vae_kwargs = dict(dim=TINY_VAE["c_dim"], dec_dim=TINY_VAE["dec_dim"], z_dim=48,
                       dim_mult=[1, 2, 4, 4], num_res_blocks=TINY_VAE["num_res_blocks"],
                       attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
     vae = vae_mod.WanVAE_(**vae_kwargs)
-    torch.save(vae.state_dict(), out / wan_cfg.vae_checkpoint)
+    torch.save(vae.state_dict(), out / VAE_CHECKPOINT)
 
-    _build_tokenizer(out / wan_cfg.t5_tokenizer)
+    _build_tokenizer(out / T5_TOKENIZER)
     t5_dims = dict(TINY_T5)
     dims = {"note": "tiny random weights built by wmsub.dev.checkpoints (not a real model)",
             "t5": t5_dims, "vae": dict(TINY_VAE)}

@@ -28,12 +28,12 @@ def dry_run_text(cfg: Config, config_path: str, plan) -> str:
         shards = shard_stems(record.stems, cfg.judge.shards, record.domains or None)
         parts += [f"# sbatch script for the judge array ({len(shards)} shard(s)); <gen job id> "
                   "is the generation array's id once submitted:", "",
-                  submission.stage_sbatch_preview(cfg, run, "judge", len(shards),
-                                                  "afterany:<gen job id>")]
+                  submission.sbatch_preview(cfg, run, len(shards), "judge",
+                                            "afterany:<gen job id>")]
         if cfg.judge.report:
             parts += ["# sbatch script for the report job:", "",
-                      submission.stage_sbatch_preview(cfg, run, "report", 0,
-                                                      "afterany:<judge job id>")]
+                      submission.sbatch_preview(cfg, run, 0, "report",
+                                                "afterany:<judge job id>")]
     return "\n".join(parts)
 
 

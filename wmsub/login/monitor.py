@@ -267,7 +267,19 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
         "sacct": sacct_ok, "sacct_error": sacct_error, "squeue_error": squeue_error,
         "squeue_cmd": sq.squeue_command(slurm_ids),
         "finished": squeue_error is None and not slurm_active and not local_active,
+        "on_node_check": on_node_check_summary(run.path.parent),
     }
+
+
+def on_node_check_summary(logs_dir: Path) -> dict | None:
+    """The newest `check --on-node` of this logs folder: passed or not, when, where."""
+    from wmsub.login.onnode import latest_check
+    result = latest_check(logs_dir)
+    if not result:
+        return None
+    return {"ok": bool(result.get("ok")), "job_id": result.get("job_id"),
+            "finished_at": result.get("finished_at"), "folder": result.get("folder"),
+            "problems": [f"{p['key']}: {p['what']}" for p in result.get("problems") or []]}
 
 
 def _totals(cfg, plan, chunks, records, jobs, acct, done_stems, now) -> dict:

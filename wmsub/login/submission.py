@@ -23,18 +23,20 @@ from wmsub.state.runs import RunFolder
 from wmsub.state.store import OutputStore
 
 
+NO_SBATCH = "sbatch not found: load Slurm, or pass --local"
+
+
 def executor_kind(cfg: Config, force_local: bool = False) -> str:
+    """"local" only when asked for (--local or slurm.executor=local): `auto` without sbatch
+    refuses, since running the chunks here would load the model on a login node."""
     if force_local or cfg.slurm.executor == "local":
         return "local"
-    if cfg.slurm.executor == "slurm":
-        if not shutil.which("sbatch"):
-            raise RuntimeError("slurm.executor=slurm but `sbatch` is not on PATH; "
-                               "run on a login node or pass --local")
-        return "slurm"
-    return "slurm" if shutil.which("sbatch") else "local"
+    if not shutil.which("sbatch"):
+        raise RuntimeError(f"{NO_SBATCH} (slurm.executor={cfg.slurm.executor})")
+    return "slurm"
 
 
-def _setup_lines(extra: list[str]) -> list[str]:
+def job_setup_lines(extra: list[str]) -> list[str]:
     # The job imports wmsub from this checkout: the compute node sees the same shared FS.
     # Quoted: a checkout path may hold spaces.
     return [*extra, f"export PYTHONPATH={shlex.quote(str(REPO_ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]
@@ -95,34 +97,60 @@ def _generation_sbatch_params(cfg: Config, run: RunFolder) -> dict:
     additional = {"requeue": True} if s.requeue else {}
     additional.update(s.additional)
     return dict(job_name=job_name(run.name, "gen"), nodes=1, ntasks_per_node=gpus,
-                gres=f"gpu:{gpus}", cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB",
+                gres=_gres(s.gpu_type, gpus), cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB",
                 time=s.time_min, signal_delay_s=s.signal_delay_s,
-                array_parallelism=s.array_parallelism, setup=_setup_lines(s.setup),
+                array_parallelism=s.array_parallelism, setup=job_setup_lines(s.setup),
                 additional_parameters=additional, srun_args=list(s.srun_args),
                 **_slurm_common(cfg))
 
 
-# The judge's shards and the report: the time limit and GPUs of each stage.
-STAGE_LIMITS = {"judge": lambda cfg: (1, cfg.judge.time_min), "report": lambda cfg: (0, 30)}
+CHECK_TIME_MIN = 10
+
+
+def on_node_check_executor(cfg: Config, run: RunFolder):
+    """The on-node check job: the generation job's shape (partition, gres, tasks, setup
+    lines, interpreter, slurm.additional), a short time limit, no array, no requeue."""
+    s = cfg.slurm
+    params = _generation_sbatch_params(cfg, run)
+    params.pop("array_parallelism")
+    params["additional_parameters"].pop("requeue", None)
+    params.update(job_name=run.name, time=min(s.time_min, CHECK_TIME_MIN),
+                  signal_delay_s=min(s.signal_delay_s, CHECK_TIME_MIN * 60 // 2))
+    ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0,
+                                python=_python_command(s.python))
+    ex.update_parameters(**params)
+    return ex
+
+
+def _gres(gpu_type: str, gpus: int) -> str:
+    return f"gpu:{gpu_type}:{gpus}" if gpu_type else f"gpu:{gpus}"
+
+
+REPORT_TIME_MIN = 30
 
 
 def _stage_sbatch_params(cfg: Config, run: RunFolder, stage: str, dependency: str | None) -> dict:
+    """sbatch parameters of a judge or report job: slurm.additional applies to them too; the
+    judge takes one GPU (of judge.gpu_type, else slurm.gpu_type) on judge.partition, the
+    report no GPU, on judge.report_partition when set (a CPU partition will do)."""
     j = cfg.judge
-    gpus, time_min = STAGE_LIMITS[stage](cfg)
     params = _slurm_common(cfg)
-    if j.partition:
-        params["partition"] = j.partition
-    if gpus:
-        params["gres"] = f"gpu:{gpus}"
+    partition = (j.report_partition or j.partition) if stage == "report" else j.partition
+    if partition:
+        params["partition"] = partition
+    if stage == "judge":
+        params["gres"] = _gres(j.gpu_type or cfg.slurm.gpu_type, 1)
     if dependency:
         params["dependency"] = dependency
+    extra = {**cfg.slurm.additional, "kill-on-invalid-dep": "yes"}
     return dict(job_name=job_name(run.name, stage), nodes=1, ntasks_per_node=1,
-                cpus_per_task=j.cpus, mem=f"{j.mem_gb}GB", time=time_min,
-                setup=_setup_lines(cfg.slurm.setup + j.setup),
-                additional_parameters={"kill-on-invalid-dep": "yes"}, **params)
+                cpus_per_task=j.cpus, mem=f"{j.mem_gb}GB",
+                time=j.time_min if stage == "judge" else REPORT_TIME_MIN,
+                setup=job_setup_lines(cfg.slurm.setup + j.setup), additional_parameters=extra,
+                **params)
 
 
-def _single_gpu_executor(cfg: Config, run: RunFolder, stage: str, dependency: str | None):
+def _stage_executor(cfg: Config, run: RunFolder, stage: str, dependency: str | None):
     ex = submitit.SlurmExecutor(folder=run.submitit_dir, max_num_timeout=0)
     ex.update_parameters(**_stage_sbatch_params(cfg, run, stage, dependency))
     return ex
@@ -195,7 +223,7 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str,
     dep = f"afterany:{after_job}" if after_job else None
     judge_master = ""
     if shard_ids:
-        ex = _single_gpu_executor(cfg, run, "judge", dep)
+        ex = _stage_executor(cfg, run, "judge", dep)
         jobs = ex.map_array(judge.run_shard, [str(run.path)] * len(shard_ids), shard_ids)
         judge_master = jobs[0].job_id.split("_")[0]
         entries.append({"stage": "judge", "job_id": judge_master, "executor": "slurm",
@@ -205,7 +233,7 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str,
     if cfg.judge.report:
         from wmsub.score import report
         rdep = f"afterany:{judge_master}" if judge_master else dep
-        rex = _single_gpu_executor(cfg, run, "report", rdep)
+        rex = _stage_executor(cfg, run, "report", rdep)
         rjob = rex.submit(report.run_report, str(run.path))
         entries.append({"stage": "report", "job_id": rjob.job_id, "executor": "slurm",
                         "tasks": {}, "submitted_at": time.time()})
@@ -213,26 +241,25 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str,
     return entries
 
 
-def sbatch_preview(cfg: Config, run: RunFolder, n_chunks: int) -> str:
-    """The exact sbatch script submitit would write for the generation array.
+def sbatch_preview(cfg: Config, run: RunFolder, n_tasks: int, stage: str = "gen",
+                   dependency: str | None = None) -> str:
+    """The exact sbatch script submitit would write for the generation array (`n_tasks`
+    chunks), the judge array (`n_tasks` shards) or the report job (a single job), after
+    `dependency` when given.
 
-    Built from the same parameters as `generation_executor`, without a SlurmExecutor, which
+    Built from the same parameters as the executors, without a SlurmExecutor, which
     refuses to exist where there is no srun (a dry run may happen anywhere).
     """
-    return _preview(run, _python_command(cfg.slurm.python), max(n_chunks, 1),
-                    _generation_sbatch_params(cfg, run))
-
-
-def stage_sbatch_preview(cfg: Config, run: RunFolder, stage: str, n_tasks: int,
-                         dependency: str) -> str:
-    """The sbatch script of the judge array (n_tasks shards) or of the report job (n_tasks
-    0: a single job), as `submit_judge_and_report` would submit it after `dependency`."""
-    return _preview(run, None, n_tasks or None, _stage_sbatch_params(cfg, run, stage, dependency))
+    if stage == "gen":
+        return _preview(run, _python_command(cfg.slurm.python), max(n_tasks, 1),
+                        _generation_sbatch_params(cfg, run))
+    map_count = None if stage == "report" else max(n_tasks, 1)
+    return _preview(run, None, map_count, _stage_sbatch_params(cfg, run, stage, dependency))
 
 
 def _preview(run: RunFolder, python: str | None, map_count: int | None, params: dict) -> str:
     # submitit's private script builder, used here alone: the preview must be the very
-    # script SlurmExecutor writes. tests/unit/test_cli.py fails loudly if submitit
+    # script SlurmExecutor writes. tests/unit/test_structure.py fails loudly if submitit
     # renames it or its parameters.
     from submitit.slurm.slurm import _make_sbatch_string
     python = python or shlex.quote(sys.executable)  # as SlurmExecutor does

@@ -7,6 +7,7 @@ naming an exception and its fix above all), colour only on a terminal. The live 
 from __future__ import annotations
 
 import json
+import time
 import sys
 from pathlib import Path
 
@@ -130,6 +131,13 @@ def status_lines(status: dict, width: int = 100):
     lines.append(Text(f"{_bar(t['done'], t['total'], max(10, min(40, width - 64)))} {t['done']}/{t['total']} "
                       f"({pct:.0f}%)  {t['videos_per_hour']:.1f} videos/h  ETA {hms(t['eta_s'])}  "
                       f"GPU-hours {t['gpu_hours']:.2f}"))
+    check = status.get("on_node_check")
+    if check:
+        ago = hms(time.time() - check["finished_at"]) + " ago" if check.get("finished_at") else ""
+        lines.append(Text(f"on-node check: {'passed' if check['ok'] else 'FAILED'} (job {check['job_id']}, "
+                          f"{ago}) {check['folder']}/result.json",
+                          style="" if check["ok"] else "red"))
+        lines.extend(Text(f"   {p}") for p in check["problems"][:5])
     if not status["sacct"]:
         lines.append(Text(f"sacct unavailable ({status['sacct_error']}): states from squeue and the outputs"))
     if status.get("squeue_error"):

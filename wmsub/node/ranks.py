@@ -25,21 +25,53 @@ def global_rank() -> int:
     return 0
 
 
-def rank_gpu(visible: str | None, local_rank: int) -> str:
-    """The GPU of local rank `local_rank`, from the job's own CUDA_VISIBLE_DEVICES.
+def rank_gpu(visible: str | None, local_rank: int, job_gpus: str | None = None) -> str:
+    """The GPU of local rank `local_rank`, from the task's own CUDA_VISIBLE_DEVICES.
 
     Slurm hands every task of the job the job's GPU list (e.g. "2,3" on a node without
     device cgroups); a rank that took plain `local_rank` would use GPUs 0 and 1, another
-    job's.
+    job's. With per-task binding (`--gpu-bind=single:1`, `--gpus-per-task`) each task's
+    list holds its one GPU, narrower than the job's (`job_gpus`, SLURM_JOB_GPUS).
     """
     if not visible:
         return str(local_rank)
-    gpus = [g.strip() for g in visible.split(",") if g.strip()]
-    if local_rank >= len(gpus):
-        raise RuntimeError(f"local rank {local_rank} has no GPU of its own: the job's "
-                           f"CUDA_VISIBLE_DEVICES={visible} lists {len(gpus)}; ask Slurm for one "
-                           "GPU per task (slurm.gpus_per_job = tasks per node)")
-    return gpus[local_rank]
+    gpus = _ids(visible)
+    if local_rank < len(gpus):
+        return gpus[local_rank]
+    if len(gpus) == 1 and len(_ids(job_gpus)) > 1:
+        return gpus[0]
+    raise RuntimeError(f"local rank {local_rank} has no GPU of its own: the job's "
+                       f"CUDA_VISIBLE_DEVICES={visible} lists {len(gpus)}; ask Slurm for one "
+                       "GPU per task (slurm.gpus_per_job = tasks per node)")
+
+
+def rank_gpu_problem(gpu: str, visible: str | None, allocation: str | None,
+                     device_cgroup: bool = False) -> str | None:
+    """Why GPU `gpu` is not one of this task's own, or None when it is.
+
+    `visible` is CUDA_VISIBLE_DEVICES as the task started, `allocation` Slurm's list of the
+    step's GPUs (SLURM_STEP_GPUS, else SLURM_JOB_GPUS: node-wide indices). Under a device
+    cgroup Slurm numbers the task's GPUs from 0, so a list 0..n-1 of the allocation's length
+    is the allocation too.
+    """
+    alloc, seen = _ids(allocation), _ids(visible)
+    if not alloc:
+        return None if seen else ("Slurm bound no GPU to the task (no SLURM_STEP_GPUS, no "
+                                  "CUDA_VISIBLE_DEVICES): the job did not ask for GPUs with --gres")
+    relative = [str(i) for i in range(len(alloc))]
+    if seen and sorted(seen) != sorted(alloc) and not (device_cgroup and seen == relative):
+        return (f"CUDA_VISIBLE_DEVICES={visible} in the task is not the job's allocation "
+                f"(Slurm gave GPUs {allocation}): something between Slurm and Python changed it "
+                f"(the slurm.python wrapper, the environment's activation); GPU {gpu} may be another job's")
+    own = seen or alloc
+    if gpu not in own:
+        return (f"the rank takes GPU {gpu}, outside its job's allocation {','.join(own)} "
+                f"(another job's GPU)")
+    return None
+
+
+def _ids(text: str | None) -> list[str]:
+    return [g.strip() for g in (text or "").split(",") if g.strip()]
 
 
 def export_rank_env(device: str) -> None:
@@ -54,7 +86,7 @@ def export_rank_env(device: str) -> None:
     env.export(set_cuda_visible_devices=False)
     if device != "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = rank_gpu(os.environ.get("CUDA_VISIBLE_DEVICES"),
-                                                      env.local_rank)
+                                                      env.local_rank, os.environ.get("SLURM_JOB_GPUS"))
 
 
 def is_peer_loss(exc: BaseException) -> bool:

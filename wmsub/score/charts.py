@@ -134,6 +134,8 @@ def contact_sheet(path: Path, samples: list[tuple]) -> Path:
         try:
             n = probe_mp4(video)["frames"]
             frames = read_frames(video, [0, n // 2, n - 1])
+        except ImportError:  # a missing module is the install's fault, not the video's
+            raise
         except (VideoError, OSError) as e:  # a broken video must not break the report
             draw.text((8, top + TILE_H - 18), f"unreadable: {type(e).__name__}", fill="darkred", font=small)
             frames = [None] * len(FRAME_POSITIONS)

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from wmsub.benchmark.manifest import stem_domains
 from wmsub.config import Config
+from wmsub.problems import Problem
 from wmsub.state.jsonio import read_json_object, write_json_atomic
 from wmsub.state.runs import RunFolder
 from wmsub.score.scoring import ResultsError, coverage, per_video, results_from_verdicts
@@ -136,37 +137,69 @@ def official_output(folder: Path, cot: bool) -> tuple[str, Path]:
     return save_name, Path(save_name + ("_cot.json" if cot else ".json"))
 
 
-def _here(path: str) -> str:
+def path_from_here(path: str) -> str:
     """Absolute when it names something relative to our working directory: the judge
-    runs in judge.repo, where a relative path would mean something else."""
-    return str(Path(path).resolve()) if os.sep in path and Path(path).exists() else path
+    runs in judge.repo, where a relative path would mean something else. Never resolved:
+    a venv's python is a symlink to the base interpreter, which would lose the venv."""
+    return os.path.abspath(path) if os.sep in path and Path(path).exists() else path
 
 
 def judge_command(cfg: Config, videos: Path, model_name: str, save_name: str) -> list[str]:
-    cmd = [_here(cfg.judge.python), "evaluation.py", "--judge", _here(cfg.judge.checkpoint),
-           "--video_dir", str(videos.resolve()), "--model_name", model_name,
-           "--save_name", save_name]
+    cmd = [path_from_here(cfg.judge.python), "evaluation.py", "--judge",
+           path_from_here(cfg.judge.checkpoint), "--video_dir", str(videos.resolve()),
+           "--model_name", model_name, "--save_name", save_name]
     return cmd + (["--cot"] if cfg.judge.cot else [])
 
 
-def check_judge_setup(cfg: Config, config_path: Path) -> None:
+MODEL_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+def judge_setup_problems(cfg: Config) -> list[Problem]:
+    """What is missing from the judge's setup, read from the files alone (no import runs:
+    login/interpreters.py asks judge.python itself)."""
     j = cfg.judge
     problems = []
+    guide = "see docs/JUDGE.md"
     if not j.python:
-        problems.append("judge.python is empty: set it to the VILA environment's interpreter")
+        problems.append(Problem("judge.python", "is empty", f"set it to the VILA environment's interpreter ({guide})"))
     elif not (Path(j.python).is_file() or shutil.which(j.python)):
-        problems.append(f"judge.python={j.python!r} is not an executable file or a command on PATH")
+        problems.append(Problem("judge.python", f"{j.python!r} is not an executable file or a command on PATH",
+                                f"give the VILA env's interpreter by path, e.g. /path/to/envs/vila/bin/python ({guide})"))
     if not j.repo:
-        problems.append("judge.repo is empty: set it to the WorldModelBench repo root (holds evaluation.py)")
+        problems.append(Problem("judge.repo", "is empty",
+                                "set it to the WorldModelBench repo root (holds evaluation.py)"))
     else:
         for name in ("evaluation.py", "worldmodelbench.json"):
             if not (Path(j.repo) / name).is_file():
-                problems.append(f"judge.repo={j.repo!r} has no {name}: point it at a WorldModelBench checkout")
-    if not j.checkpoint:
-        problems.append("judge.checkpoint is empty: set it to the vila-ewm-qwen2-1.5b weights folder")
+                problems.append(Problem("judge.repo", f"{j.repo!r} has no {name}",
+                                        "point it at a WorldModelBench checkout (git clone "
+                                        "https://github.com/WorldModelBench-Team/WorldModelBench)"))
+    problems += _judge_checkpoint_problems(j.checkpoint)
+    return problems
+
+
+def _judge_checkpoint_problems(checkpoint: str) -> list[Problem]:
+    fix = ("download the judge weights: huggingface-cli download Efficient-Large-Model/vila-ewm-qwen2-1.5b "
+           "--local-dir DIR, and set judge.checkpoint=DIR")
+    if not checkpoint:
+        return [Problem("judge.checkpoint", "is empty", fix)]
+    folder = Path(checkpoint)
+    if not folder.is_dir():
+        return [Problem("judge.checkpoint", f"{checkpoint} {'is not a folder' if folder.exists() else 'does not exist'}", fix)]
+    has_config = (folder / "config.json").is_file()
+    weights = [p for pattern in MODEL_FILES for p in (*folder.glob(pattern), *folder.glob(f"*/{pattern}"))]
+    if not has_config or not weights:
+        lacks = " and ".join(x for x, missing in (("config.json", not has_config),
+                                                  ("weight files (*.safetensors, *.bin)", not weights)) if missing)
+        return [Problem("judge.checkpoint", f"{checkpoint} does not look like a model folder: no {lacks}", fix)]
+    return []
+
+
+def check_judge_setup(cfg: Config, config_path: Path) -> None:
+    problems = judge_setup_problems(cfg)
     if problems:
         raise JudgeError(f"{config_path}: the judge is not set up (see docs/JUDGE.md):\n  "
-                         + "\n  ".join(problems))
+                         + "\n  ".join(str(p) for p in problems))
 
 
 def judge_list_stems(repo) -> set[str]:

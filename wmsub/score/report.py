@@ -14,10 +14,12 @@ What the report claims, and on what grounds:
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
+from wmsub import CHECKOUT
 from wmsub.benchmark.manifest import ManifestError, read_entries
 from wmsub.config import Config
 from wmsub.score import leaderboard as lb
@@ -29,27 +31,29 @@ from wmsub.score.scoring import coverage, per_video, score_verdicts, score_by_do
 from wmsub.state.jsonio import write_json_atomic
 from wmsub.state.runs import RunFolder
 
-# module -> pip package: what the report's charts, sheet and explorer need
-REPORT_DEPENDENCIES = {"matplotlib": "matplotlib", "PIL": "pillow", "numpy": "numpy",
-                       "imageio_ffmpeg": "imageio-ffmpeg"}
+
+# What the charts, the contact sheet and the explorer need, with the pins of pyproject.toml
+# (the core install): module -> pip requirement.
+REPORT_MODULES = {"matplotlib": "matplotlib==3.11.2", "imageio_ffmpeg": "imageio-ffmpeg==0.8.1",
+                  "PIL": "pillow==13.0.0", "numpy": "numpy==2.4.6"}
 
 
 class ReportDependencyError(RuntimeError):
-    """A package the report needs is not installed: an error, never a blank tile."""
+    """A module the report needs is not installed: an error, never a blank tile."""
 
 
-def check_report_dependencies() -> None:
-    missing = []
-    for module, package in REPORT_DEPENDENCIES.items():
-        try:
-            importlib.import_module(module)
-        except ImportError as e:
-            missing.append(f"{module} (pip package {package}: {e})")
+def missing_report_modules() -> list[str]:
+    """The pip requirements of REPORT_MODULES that this interpreter cannot import."""
+    return [pin for module, pin in REPORT_MODULES.items() if importlib.util.find_spec(module) is None]
+
+
+def require_report_modules() -> None:
+    missing = missing_report_modules()
     if missing:
         raise ReportDependencyError(
-            "the report needs packages this Python does not have: " + ", ".join(missing) +
-            " — fix: `pip install -e .` in the checkout (they are wmsub's own dependencies; "
-            "torch is not needed)")
+            f"the report needs {', '.join(missing)}, which this interpreter ({sys.executable}) "
+            f"cannot import (charts, video frames, the explorer) — fix: pip install "
+            f"{' '.join(missing)}, or the login-node install: pip install -e {CHECKOUT}")
 
 
 def run_report(run_dir: str) -> str:
@@ -90,7 +94,7 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     it, `cfg` (optional) gives bench.root for domains and prompts; without a benchmark
     file the per-domain table is skipped with a note.
     """
-    check_report_dependencies()
+    require_report_modules()  # before any file is written: never a report of blank tiles
     from wmsub.score import charts, explorer  # after the check: a clear error, not an ImportError
 
     notes: list[str] = []

@@ -215,6 +215,29 @@ def create_run(cfg: Config, config_path: str | None) -> RunFolder:
     return run
 
 
+def read_latest(logs_dir: str | Path) -> str | None:
+    """What logs/LATEST holds now (None when there is no such file)."""
+    try:
+        return (Path(logs_dir) / LATEST).read_text()
+    except OSError:
+        return None
+
+
+def discard_run(run: RunFolder, latest_before: str | None, remove_folder: bool = True) -> None:
+    """Undo `create_run` when nothing could be submitted: the folder goes (when this launch
+    made it and no job was recorded in it) and logs/LATEST says again what it said before."""
+    import shutil
+    if (run.path / "jobs.json").exists():
+        return
+    if remove_folder:
+        shutil.rmtree(run.path, ignore_errors=True)
+    latest = run.path.parent / LATEST
+    if latest_before is None:
+        latest.unlink(missing_ok=True)
+    else:
+        write_text_atomic(latest, latest_before)
+
+
 def find_run(logs_dir: str | Path = "logs", name: str | None = None) -> RunFolder:
     logs = Path(logs_dir)
     if name is None:

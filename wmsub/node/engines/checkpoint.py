@@ -1,78 +1,32 @@
 """Load the official Wan2.2-TI2V-5B checkpoint folder with the official classes.
 
-Layout (the official one; tiny checkpoints from wmsub.dev.checkpoints use it too):
-    config.json + diffusion_pytorch_model*.safetensors   DiT (WanModel.from_pretrained)
-    models_t5_umt5-xxl-enc-bf16.pth                      T5 encoder state dict
-    Wan2.2_VAE.pth                                       VAE state dict
-    google/umt5-xxl/                                     tokenizer folder
-    wmsub_dims.json                                      optional: T5/VAE sizes the official
-                                                         layout does not record (tiny only)
-An absent wmsub_dims.json means the official sizes, so real and tiny checkpoints load
-through the same code below.
+The folder's layout (file names, dimensions, the header-only check) belongs to layout.py,
+which the login node reads too; this module loads what layout.py has checked. An absent
+wmsub_dims.json means the official sizes, so real and tiny checkpoints load through the
+same code below.
 """
 from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 from pathlib import Path
 
 import torch
 
+from wmsub.node.engines.layout import (DIMS_FILE, T5_CHECKPOINT, T5_TOKENIZER, VAE_CHECKPOINT,
+                                       CheckpointError, check_checkpoint_dir, read_dims)
 from wmsub.node.engines.shims import wan_module
 
 log = logging.getLogger("wmsub.node.engines.checkpoint")
 
-DIMS_FILE = "wmsub_dims.json"
-
-
-class CheckpointError(FileNotFoundError):
-    """A checkpoint folder that is missing files or has a bad dims file."""
+__all__ = ["DIMS_FILE", "CheckpointError", "check_checkpoint_dir", "read_dims", "ti2v_config",
+           "load_text_encoder", "load_vae", "load_dit"]
 
 
 def ti2v_config():
     """The official `wan.configs.wan_ti2v_5B.ti2v_5B` EasyDict."""
     return wan_module("configs.wan_ti2v_5B").ti2v_5B
-
-
-def check_checkpoint_dir(ckpt_dir: str | Path, wan_cfg=None) -> Path:
-    ckpt = Path(ckpt_dir)
-    wan_cfg = wan_cfg or ti2v_config()
-    fix = ("download Wan-AI/Wan2.2-TI2V-5B into it (huggingface-cli download "
-           "Wan-AI/Wan2.2-TI2V-5B --local-dir DIR), or build a tiny random one for tests with "
-           "`python -m wmsub.dev.checkpoints DIR`, and point model.checkpoint_dir at it")
-    if not ckpt.is_dir():
-        raise CheckpointError(f"model.checkpoint_dir {ckpt} does not exist: {fix}")
-    missing = []
-    if not (ckpt / "config.json").is_file():
-        missing.append("config.json (DiT config)")
-    if not list(ckpt.glob("diffusion_pytorch_model*.safetensors")):
-        missing.append("diffusion_pytorch_model*.safetensors (DiT weights)")
-    for name in (wan_cfg.t5_checkpoint, wan_cfg.vae_checkpoint):
-        if not (ckpt / name).is_file():
-            missing.append(name)
-    if not (ckpt / wan_cfg.t5_tokenizer).is_dir():
-        missing.append(f"{wan_cfg.t5_tokenizer}/ (tokenizer folder)")
-    if missing:
-        raise CheckpointError(f"checkpoint folder {ckpt} lacks: {', '.join(missing)}; {fix}")
-    return ckpt
-
-
-def read_dims(ckpt_dir: str | Path) -> dict:
-    """The sizes recorded next to a non-official checkpoint ({} for the official one)."""
-    path = Path(ckpt_dir) / DIMS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        dims = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e}); rebuild it with "
-                              "`python -m wmsub.dev.checkpoints DIR` or delete it") from None
-    unknown = set(dims) - {"t5", "vae", "note"}
-    if unknown:
-        raise CheckpointError(f"{path}: unknown entries {sorted(unknown)}; expected t5, vae")
-    return dims
 
 
 @contextlib.contextmanager
@@ -102,8 +56,8 @@ def load_text_encoder(ckpt_dir, wan_cfg, dims: dict, shard_fn=None):
     ckpt = Path(ckpt_dir)
     enc = t5.T5EncoderModel.__new__(t5.T5EncoderModel)
     enc.text_len, enc.dtype, enc.device = wan_cfg.text_len, wan_cfg.t5_dtype, torch.device("cpu")
-    enc.checkpoint_path = str(ckpt / wan_cfg.t5_checkpoint)
-    enc.tokenizer_path = str(ckpt / wan_cfg.t5_tokenizer)
+    enc.checkpoint_path = str(ckpt / T5_CHECKPOINT)
+    enc.tokenizer_path = str(ckpt / T5_TOKENIZER)
     with _patched(t5, "umt5_xxl", **dims.get("t5", {})):
         model = t5.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=enc.dtype,
                             device="meta").eval().requires_grad_(False)
@@ -128,7 +82,7 @@ def load_vae(ckpt_dir, wan_cfg, dims: dict, device, dtype=torch.float32):
     dim_mult = vae_dims.pop("dim_mult", [1, 2, 4, 4])
     with _patched(vae2_2, "_video_vae", **vae_dims):
         return vae2_2.Wan2_2_VAE(z_dim=48, c_dim=c_dim, dim_mult=dim_mult,
-                                 vae_pth=str(Path(ckpt_dir) / wan_cfg.vae_checkpoint),
+                                 vae_pth=str(Path(ckpt_dir) / VAE_CHECKPOINT),
                                  dtype=dtype, device=device)
 
 

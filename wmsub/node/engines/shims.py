@@ -18,6 +18,11 @@ import torch
 from wmsub.node.engines.attention import current_attention, install_attention
 
 _BARE_PACKAGES = ("wan", "wan.modules", "wan.utils", "wan.distributed")
+# Every official submodule wmsub imports (through wan_module): what a compute node's
+# interpreter must import, and what `launch.py check` imports there.
+WAN_MODULES = ("configs.wan_ti2v_5B", "modules.t5", "modules.model", "modules.vae2_2",
+               "distributed.fsdp", "distributed.sequence_parallel", "utils.fm_solvers",
+               "utils.fm_solvers_unipc")
 
 
 def _register_bare_packages() -> None:

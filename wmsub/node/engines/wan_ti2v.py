@@ -106,7 +106,7 @@ class WanTI2VEngine:
     # ---- loading ----
 
     def _load(self):
-        ckpt = ckpt_mod.check_checkpoint_dir(self.cfg.model.checkpoint_dir, self.wan_cfg)
+        ckpt = ckpt_mod.check_checkpoint_dir(self.cfg.model.checkpoint_dir)
         dims = ckpt_mod.read_dims(ckpt)
         t5_shard = text_encoder_shard_fn(self.ctx)
         self.text_encoder = ckpt_mod.load_text_encoder(ckpt, self.wan_cfg, dims, shard_fn=t5_shard)

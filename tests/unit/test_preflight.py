@@ -1,0 +1,172 @@
+"""The login-node checks (wmsub/login/preflight.py and friends), each on a real bad setup:
+real interpreters lacking things, real files, the real Slurm client where it is asked."""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+
+import pytest
+
+from tests.helpers.envs import bare_venv, venv_without
+from tests.helpers.judge import make_judge_checkpoint
+from wmsub.config import Config, load_config
+from wmsub.login import limits, preflight
+from wmsub.login.preflight import Context
+
+SMOKE = "configs/smoke.yaml"
+
+
+def _cfg(*overrides):
+    return load_config(SMOKE, list(overrides))
+
+
+def test_every_numeric_key_has_a_range():
+    numeric = {f"{section.name}.{f.name}"
+               for section in dataclasses.fields(Config)
+               for f in dataclasses.fields(section.default_factory())
+               if typing.get_type_hints(section.default_factory)[f.name] in (int, float)}
+    assert numeric == set(limits.RANGES), numeric ^ set(limits.RANGES)
+    assert limits.value_problems(Config()) == []  # the defaults are sensible
+    assert limits.value_problems(load_config("configs/wan22_ti2v_5b.yaml")) == []
+
+
+@pytest.mark.parametrize("override", [
+    "slurm.time_min=0", "slurm.mem_gb=-1", "slurm.array_parallelism=0", "slurm.cpus_per_task=0",
+    "slurm.signal_delay_s=-5", "plan.target_chunk_minutes=0", "plan.seconds_per_video=-1",
+    "generate.seed=-1", "generate.max_area=7041280", "judge.time_min=0",
+])
+def test_each_value_out_of_range_is_named_with_its_range(override):
+    key = override.split("=")[0]
+    result = preflight.check_config(_cfg(override), Context(SMOKE))
+    (problem,) = [p for p in result.problems if p.key == key]
+    assert problem.what.startswith(f"{key}=") and " is outside " in problem.what
+    assert problem.fix.startswith(f"set {key} within")
+
+
+def test_cross_key_rules_and_names():
+    result = preflight.check_config(_cfg("slurm.time_min=2", "slurm.signal_delay_s=120"), Context())
+    assert [p.key for p in result.problems] == ["slurm.signal_delay_s"]
+    assert "shorter than slurm.time_min*60=120 s" in result.problems[0].fix
+    result = preflight.check_config(_cfg("plan.chunks=0", "plan.target_chunk_minutes=600"), Context())
+    assert [w.key for w in result.warnings] == ["plan.target_chunk_minutes"]
+    for name in ("a/b", "two\nlines", "../up"):
+        result = preflight.check_config(_cfg(f"run.name={name}"), Context())
+        assert [p.key for p in result.problems] == ["run.name"], name
+
+
+def test_output_dir_must_be_a_writable_folder_and_node_local_paths_are_flagged(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    result = preflight.check_paths(_cfg(f"output.dir={a_file}", f"run.logs_dir={tmp_path}/logs"), Context())
+    (problem,) = result.problems
+    assert problem.key == "output.dir" and "is a file, not a folder" in problem.what
+    result = preflight.check_paths(_cfg(f"output.dir={a_file}/sub"), Context())
+    assert "cannot be created" in result.problems[0].what
+    slurm = preflight.check_paths(_cfg("output.dir=/dev/shm/wmsub-out", "slurm.executor=slurm"), Context())
+    assert [w.key for w in slurm.warnings if "/dev/shm" in w.what] == ["output.dir"]
+    local = preflight.check_paths(_cfg("output.dir=/dev/shm/wmsub-out"), Context(force_local=True))
+    assert not [w for w in local.warnings if "/dev/shm" in w.what]
+
+
+def test_auto_without_sbatch_refuses_and_local_is_only_on_request(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch anywhere
+    (problem,) = preflight.check_executor(_cfg("slurm.executor=auto"), Context()).problems
+    assert str(problem) == ("slurm.executor: sbatch not found (slurm.executor=auto submits with it)"
+                            " — fix: load Slurm, or pass --local")
+    assert preflight.check_executor(_cfg("slurm.executor=auto"), Context(force_local=True)).ok
+
+
+def test_generation_interpreter_that_does_not_exist(tmp_path):
+    result = preflight.check_interpreter(_cfg("slurm.python=/nonexistent/python"), Context())
+    (problem,) = result.problems
+    assert problem.key == "slurm.python" and "/nonexistent/python does not exist" in problem.what
+    assert "generation env's interpreter" in problem.fix
+
+
+def test_generation_interpreter_without_torch_and_a_failing_conda_activate(tmp_path):
+    python = venv_without(tmp_path / "login-venv", "torch")
+    cfg = _cfg(f"slurm.python={python}", "slurm.setup=conda activate wan")
+    result = preflight.check_interpreter(cfg, Context())
+    text = "\n".join(map(str, result.problems))
+    assert f"{python} cannot import torch: ModuleNotFoundError: No module named 'torch'" in text
+    assert "a slurm.setup line failed before it" in text and "cu124" in text
+    (warning,) = result.warnings
+    assert warning.key == "slurm.setup[0]" and "profile.d/conda.sh" in warning.fix
+
+
+def test_generation_interpreter_of_this_checkout_passes_and_reports_versions():
+    result = preflight.check_interpreter(_cfg(f"slurm.python={sys.executable}"), Context())
+    assert result.ok, result.problems
+    assert result.info["torch"].startswith("2.") and result.info["wan"] == "2.2.11"
+    # a GPU run needs a CUDA build; this machine's torch is a CPU build
+    gpu = preflight.check_interpreter(_cfg(f"slurm.python={sys.executable}", "generate.device=auto"), Context())
+    (problem,) = gpu.problems
+    assert "a CPU build" in problem.what and "generate.device=auto needs a CUDA build" in problem.what
+
+
+def _judge_repo(tmp_path, imports: str):
+    repo = tmp_path / "wmb"
+    repo.mkdir()
+    (repo / "evaluation.py").write_text(imports + "\n\ndef load():\n    import llava\n")
+    (repo / "worldmodelbench.json").write_text("[]")
+    return repo
+
+
+def test_judge_env_without_its_packages_names_each_with_the_known_pitfalls(tmp_path):
+    repo = _judge_repo(tmp_path, "import numpy as np\nfrom rich.console import Console\n"
+                                 "from mmengine import load, dump\n")
+    python = bare_venv(tmp_path / "judge-venv")
+    cfg = _cfg("judge.enabled=true", f"judge.python={python}", f"judge.repo={repo}",
+               f"judge.checkpoint={make_judge_checkpoint(tmp_path / 'weights')}")
+    result = preflight.check_judge(cfg, Context())
+    text = "\n".join(map(str, result.problems))
+    assert len(result.problems) == 4, text
+    assert "cannot run `import numpy as np` from evaluation.py: ModuleNotFoundError" in text
+    assert "pip install numpy==1.26.4" in text and "pip install rich mmengine numpy==1.26.4" in text
+    assert "cannot run `import llava`" in text and "ps3" in text
+
+
+def test_judge_python_of_a_venv_is_run_as_given(tmp_path):
+    python = bare_venv(tmp_path / "judge-venv")
+    site = next((tmp_path / "judge-venv" / "lib").glob("python*/site-packages"))
+    (site / "only_in_this_venv.py").write_text("")
+    repo = _judge_repo(tmp_path, "import only_in_this_venv")
+    (repo / "evaluation.py").write_text("import only_in_this_venv\n")
+    cfg = _cfg("judge.enabled=true", f"judge.python={python}", f"judge.repo={repo}",
+               f"judge.checkpoint={make_judge_checkpoint(tmp_path / 'weights')}")
+    result = preflight.check_judge(cfg, Context())
+    assert result.ok and not result.warnings, result.problems
+
+
+def test_numpy_other_than_1_26_4_in_the_judge_env_is_a_warning(tmp_path):
+    repo = _judge_repo(tmp_path, "import numpy")
+    (repo / "evaluation.py").write_text("import numpy\n")
+    cfg = _cfg("judge.enabled=true", f"judge.python={sys.executable}", f"judge.repo={repo}",
+               f"judge.checkpoint={make_judge_checkpoint(tmp_path / 'weights')}")
+    result = preflight.check_judge(cfg, Context())
+    assert result.ok
+    (warning,) = result.warnings
+    assert "not 1.26.4" in warning.what and warning.key == "judge.python"
+
+
+def test_all_problems_come_back_at_once_and_as_json(tmp_path):
+    cfg = _cfg("slurm.mem_gb=-1", "model.checkpoint_dir=/no/such/dir", "slurm.python=/nonexistent/python",
+               f"output.dir={__file__}", "slurm.executor=local")
+    report = preflight.run_checks(cfg, SMOKE, skip=("benchmark",))
+    keys = [p.key for p in report.problems]
+    assert {"slurm.mem_gb", "model.checkpoint_dir", "slurm.python", "output.dir"} <= set(keys)
+    data = report.to_json()
+    assert data["ok"] is False and {c["name"] for c in data["checks"]} == set(preflight.CHECKS) - {"benchmark"}
+    assert all({"key", "what", "fix"} == set(p) for p in data["problems"])
+
+
+def test_judging_a_run_again_checks_the_judge_and_not_the_generation_side(tmp_path):
+    repo = _judge_repo(tmp_path, "import numpy as np")
+    (repo / "evaluation.py").write_text("import numpy as np\n")
+    cfg = _cfg("judge.enabled=true", f"judge.python={bare_venv(tmp_path / 'vila')}", f"judge.repo={repo}",
+               "judge.checkpoint=/nonexistent", "slurm.python=/gone/python", "model.checkpoint_dir=/gone",
+               "slurm.executor=local")
+    report = preflight.run_judge_checks(cfg, SMOKE)
+    assert {r.name for r in report.results} == {"config", "executor", "paths", "judge", "report", "slurm"}
+    assert {p.key for p in report.problems} == {"judge.checkpoint", "judge.python"}
