@@ -84,7 +84,7 @@ def test_a_mistyped_command_is_refused_with_the_command_it_resembles():
     assert "did you mean `status`" in proc.stderr and "expected key=value" not in proc.stderr
     proc = launch("frobnicate", check=False)
     assert proc.returncode == 2 and "did you mean" not in proc.stderr
-    assert "commands: run, plan, status" in proc.stderr
+    assert "commands: run, plan, check, status" in proc.stderr
 
 
 def test_config_and_logs_are_found_in_the_checkout_from_any_folder(tmp_path, monkeypatch,
@@ -104,13 +104,14 @@ def test_config_and_logs_are_found_in_the_checkout_from_any_folder(tmp_path, mon
 
 
 def _judge_overrides(tmp_path, bench) -> list[str]:
-    from tests.helpers.judge import STANDIN
+    from tests.helpers.judge import STANDIN, make_judge_checkpoint
     repo = tmp_path / "wmb_repo"
     repo.mkdir()
     shutil.copy(STANDIN, repo / "evaluation.py")
     shutil.copy(bench / "worldmodelbench.json", repo / "worldmodelbench.json")
     return ["judge.enabled=true", f"judge.python={sys.executable}", f"judge.repo={repo}",
-            f"judge.checkpoint={tmp_path / 'vila'}", "judge.shards=2"]
+            f"judge.checkpoint={make_judge_checkpoint(tmp_path / 'vila')}", "judge.shards=2",
+            "judge.cpus=1", "judge.mem_gb=1"]
 
 
 def test_dry_run_shows_the_real_run_and_every_stage_script_and_creates_nothing(
@@ -118,7 +119,7 @@ def test_dry_run_shows_the_real_run_and_every_stage_script_and_creates_nothing(
     from wmsub.login.submission import job_name
     bench = synthetic_bench(6)
     out = launch("--config", "configs/smoke.yaml", "--dry-run", "plan.chunks=3",
-                 "plan.seconds_per_video=100000", "slurm.srun_args=--cpus-per-task=1,--exclusive",
+                 "plan.seconds_per_video=80000", "slurm.srun_args=--cpus-per-task=1,--exclusive",
                  *smoke_overrides(tmp_path, bench, tiny_checkpoint),
                  *_judge_overrides(tmp_path, bench)).stdout
     assert "DRY-RUN" not in out

@@ -19,7 +19,8 @@ from wmsub.config import Config
 from wmsub.score.judge import (JudgeError, merge_shards, prepare_shard, read_shards, run_shard, shard_stems,
                          write_shards_file)
 from wmsub.score.scoring import ResultsError, coverage, per_video, score, score_by_domain
-from tests.helpers.judge import BENCH, calls, hand_scores, make_judge_repo, make_mp4, make_run
+from tests.helpers.judge import (BENCH, calls, hand_scores, make_judge_checkpoint, make_judge_repo,
+                                make_mp4, make_run)
 
 # ---------- scoring ----------
 
@@ -290,7 +291,7 @@ def test_a_shard_made_with_other_judge_settings_is_judged_again(tmp_path):
     run_shard(str(run_dir), 0)
     assert shard_state(run_dir, 0, cfg, cfg.output.dir) == (True, "current")
     data = yaml.safe_load((run_dir / "config.yaml").read_text())
-    data["judge"]["checkpoint"] = str(tmp_path / "other-weights")
+    data["judge"]["checkpoint"] = str(make_judge_checkpoint(tmp_path / "other-weights"))
     (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
     cfg.judge.checkpoint = data["judge"]["checkpoint"]
     assert shard_state(run_dir, 0, cfg, cfg.output.dir) == (False, "judge settings changed: judge.checkpoint")
