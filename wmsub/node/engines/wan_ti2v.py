@@ -73,6 +73,7 @@ class WanTI2VEngine:
     """Loads T5, VAE and DiT once; `generate(instance)` makes one video."""
 
     def __init__(self, cfg, ctx: DistContext):
+        t0 = time.perf_counter()
         self.cfg = cfg
         self.gen = cfg.generate
         self.ctx = ctx
@@ -102,6 +103,7 @@ class WanTI2VEngine:
         self.vae_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.gen.vae_dtype]
         if not ctx.active:
             return  # `none` on ranks > 0: nothing to load
+        self.load_timings["setup_s"] = time.perf_counter() - t0  # imports the wan modules
         self._load()
 
     # ---- loading ----
@@ -124,13 +126,15 @@ class WanTI2VEngine:
                 enc.model.to(self.device)
             return enc
 
-        skeleton = ckpt_mod.dit_skeleton(ckpt)  # before the threads: it patches nn.Module
+        with _timed(self.load_timings, "build_dit", self.device):
+            skeleton = ckpt_mod.dit_skeleton(ckpt)  # before the threads: it patches nn.Module
+        t_reads = time.perf_counter()
         parts = {"read_t5": read_t5,
                  "read_vae": lambda: ckpt_mod.load_vae(ckpt, self.wan_cfg, dims, self.device,
                                                        self.vae_dtype),
                  "read_dit": lambda: ckpt_mod.fill_dit(skeleton, ckpt, self.device)}
         loaded = _run_concurrently(parts, self.device, self.load_timings)
-        self.load_timings["read_all_s"] = time.perf_counter() - t0
+        self.load_timings["read_all_s"] = time.perf_counter() - t_reads
         self.text_encoder, self.vae, model = loaded["read_t5"], loaded["read_vae"], loaded["read_dit"]
         self._t5_on_device = t5_to_device
         with _timed(self.load_timings, "shard_t5", self.device):
