@@ -4,7 +4,7 @@ the chunk records the workers write (not from timers of this script).
     python -m bench.throughput --bench-root DIR [--config F] [--parallel sp|cfg|dp|none]
         [--instances N] [--steps S] [--gpus G] [--repeat R] [--ckpt DIR] [--work DIR]
         [--out FILE] [--tiny] [key=value ...]
-    python -m bench.throughput --copy-from BENCH --size 1248x704 --instances 4 --copy-only --bench-root DIR
+    python -m bench.throughput --copy-from BENCH --size 1248x704,1312x672 --instances 4 --copy-only --bench-root DIR
     python -m bench.throughput --checkpoint-only [--ckpt DIR]
 
 One launch = one chunk of the first N instances of DIR (a copy of a few real WorldModelBench
@@ -79,9 +79,9 @@ def ensure_checkpoint(ckpt: Path, tiny: bool, gpus: int) -> dict:
 
 # ---- the instances ------------------------------------------------------------------------
 
-def copy_instances(src: Path, dst: Path, n: int, size: str = "") -> Path:
-    """The first `n` instances of the benchmark at `src` (of output size `size`, WxH, if
-    given), copied with their images into `dst` in the official format."""
+def copy_instances(src: Path, dst: Path, n: int, sizes: str = "") -> Path:
+    """Up to `n` instances of each output size in `sizes` ("WxH,WxH"; all sizes: the first
+    `n`) of the benchmark at `src`, copied with their images into `dst` (official format)."""
     import shutil
 
     from PIL import Image
@@ -90,18 +90,21 @@ def copy_instances(src: Path, dst: Path, n: int, size: str = "") -> Path:
     from wmsub.benchmark.sizes import i2v_size
     from wmsub.config import GenerateConfig
     area = GenerateConfig().max_area
-    chosen = []
+    wanted = [s for s in sizes.split(",") if s]
+    chosen, per_size = [], {}
     for entry in read_entries(src / "worldmodelbench.json"):
-        if size:
+        key = ""
+        if wanted:
             with Image.open(src / entry["first_frame"]) as im:
-                w, h = i2v_size(*im.size, area)
-            if f"{w}x{h}" != size:
+                key = "%dx%d" % i2v_size(*im.size, area)
+            if key not in wanted:
                 continue
-        chosen.append(entry)
-        if len(chosen) == n:
-            break
-    if len(chosen) < n:
-        raise SystemExit(f"--copy-from {src}: only {len(chosen)} instances of size {size or 'any'}")
+        if per_size.get(key, 0) < n:
+            per_size[key] = per_size.get(key, 0) + 1
+            chosen.append(entry)
+    missing = [s for s in wanted if not per_size.get(s)] or ([] if chosen else ["any"])
+    if missing:
+        raise SystemExit(f"--copy-from {src}: no instance of output size {', '.join(missing)}")
     for entry in chosen:
         (dst / entry["first_frame"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src / entry["first_frame"], dst / entry["first_frame"])
@@ -258,7 +261,8 @@ def parse_args(argv=None):
     p.add_argument("--bench-root", default="", help="worldmodelbench.json + images/ (a few instances)")
     p.add_argument("--copy-from", default="", help="make --bench-root (under --work) from this "
                    "benchmark: its first --instances instances of --size")
-    p.add_argument("--size", default="", help="with --copy-from: only instances of this output size, WxH")
+    p.add_argument("--size", default="", help="with --copy-from: up to --instances instances of "
+                   "each of these output sizes, WxH[,WxH]")
     p.add_argument("--copy-only", action="store_true", help="with --copy-from: copy, run nothing")
     p.add_argument("--checkpoint-only", action="store_true", help="write the checkpoint, run nothing")
     p.add_argument("--config", default="configs/wan22_ti2v_5b.yaml")

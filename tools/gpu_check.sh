@@ -7,9 +7,8 @@
 #
 # BENCH: a folder in the official format (worldmodelbench.json + images/) holding at least
 #   4 instances of output size 1248x704 and AYcHbDVOnWQ_13_69to196 (1312x672, 18,081 tokens):
-#     python -m bench.throughput --copy-from BENCHMARK --size 1248x704 --instances 4 \
-#         --copy-only --bench-root DIR     (and again with --size 1312x672 --instances 1
-#         into another folder, then merge the two json lists; see docs/SPEED.md)
+#     python -m bench.throughput --copy-from BENCHMARK --size 1248x704,1312x672 \
+#         --instances 4 --copy-only --bench-root DIR
 #   Without BENCH a synthetic benchmark stands in (summary.json says so).
 # Needs: torch with CUDA, the wheels of wan22 (--no-deps), diffusers, ftfy, wcwidth,
 #   easydict, submitit, imageio-ffmpeg; optional fa3-fwd (flash3).
