@@ -37,7 +37,8 @@ def _assert_same_module(ours, official):
 
 def test_dit_read_from_safetensors_equals_from_pretrained(ckpt):
     wan_model = wan_module("modules.model").WanModel
-    _assert_same_module(load_dit(ckpt), wan_model.from_pretrained(str(ckpt), low_cpu_mem_usage=False))
+    official = wan_model.from_pretrained(str(ckpt), low_cpu_mem_usage=False)
+    _assert_same_module(load_dit(ckpt), official)
 
 
 @pytest.mark.parametrize("dtype, shard", [(torch.bfloat16, "10MB"), (torch.float32, "50KB")])
@@ -48,7 +49,8 @@ def test_bf16_and_sharded_checkpoints_load_as_from_pretrained_does(tmp_path, dty
     model.save_pretrained(str(tmp_path), safe_serialization=True, max_shard_size=shard)
     files = dit_weight_files(tmp_path)
     assert (len(files) > 1) == (shard == "50KB")
-    ours, official = load_dit(tmp_path), wan_model.from_pretrained(str(tmp_path), low_cpu_mem_usage=False)
+    ours = load_dit(tmp_path)
+    official = wan_model.from_pretrained(str(tmp_path), low_cpu_mem_usage=False)
     assert next(ours.parameters()).dtype == torch.float32  # cast as load_state_dict copies
     _assert_same_module(ours, official)
 
@@ -80,7 +82,8 @@ def test_concurrent_load_gives_bitwise_the_video_of_the_official_loads(ckpt):
 
     # the official loads: WanModel.from_pretrained, and the T5 file read without mmap
     wan_model = wan_module("modules.model").WanModel
-    engine.model = wan_model.from_pretrained(str(ckpt), low_cpu_mem_usage=False).eval().requires_grad_(False)
+    official_dit = wan_model.from_pretrained(str(ckpt), low_cpu_mem_usage=False)
+    engine.model = official_dit.eval().requires_grad_(False)
     t5_file = ckpt / engine.wan_cfg.t5_checkpoint
     engine.text_encoder.model.load_state_dict(torch.load(t5_file, map_location="cpu"))
     official_video = engine.sample("a ball falls", image.copy(), seed=42)
