@@ -127,7 +127,7 @@ def write_real_size_parts(out: str | Path, parts=REAL_PARTS, device="cuda", seed
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    wan_cfg = ti2v_config()
+    wan_cfg = ti2v_config()  # the T5 dtype
     timings = {}
     for part in parts:
         t0 = time.perf_counter()
@@ -142,18 +142,18 @@ def write_real_size_parts(out: str | Path, parts=REAL_PARTS, device="cuda", seed
                     dim=160, dec_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
                     attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
             torch.save({k: v.cpu() for k, v in vae.state_dict().items()},
-                       out / wan_cfg.vae_checkpoint)
+                       out / VAE_CHECKPOINT)
             del vae
         elif part == "t5":
             torch.manual_seed(seed + 1)
             t5 = wan_module("modules.t5").umt5_xxl(encoder_only=True, return_tokenizer=False,
                                                    dtype=wan_cfg.t5_dtype, device=device)
             torch.save({k: v.cpu() for k, v in t5.state_dict().items()},
-                       out / wan_cfg.t5_checkpoint)
+                       out / T5_CHECKPOINT)
             del t5
         elif part == "tokenizer":
             # google/umt5-xxl cannot be fetched on the GPU machines: a small stand-in
-            _build_tokenizer(out / wan_cfg.t5_tokenizer)
+            _build_tokenizer(out / T5_TOKENIZER)
         else:
             raise ValueError(f"unknown checkpoint part {part!r}; parts: {', '.join(REAL_PARTS)}")
         if torch.cuda.is_available():
