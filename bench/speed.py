@@ -28,12 +28,10 @@ if __package__ in (None, ""):  # `python bench/speed.py`
 
 from wmsub.node.engines import fast  # noqa: E402
 from wmsub.node.engines.attention import install_attention  # noqa: E402
+from wmsub.dev.checkpoints import (REAL_DIT, folder_bytes, random_dit,  # noqa: E402
+                                   write_real_size_parts)
 from wmsub.node.engines.shims import wan_module  # noqa: E402
 
-REAL_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48, dim=3072,
-                ffn_dim=14336, freq_dim=256, text_dim=4096, out_dim=48, num_heads=24,
-                num_layers=30, window_size=(-1, -1), qk_norm=True, cross_attn_norm=True,
-                eps=1e-6)
 TINY_DIT = dict(REAL_DIT, dim=128, ffn_dim=256, freq_dim=32, text_dim=64, num_heads=2,
                 num_layers=2, text_len=32)
 
@@ -55,6 +53,10 @@ VARIANTS = {
     "fast_compile_rope2": _variant(fast_blocks=True, compiled=True, rope2=True),
     # what apply_speedups gives for fast_blocks + compile
     "fast_full": _variant(fast_blocks=True, compiled=True, qkv=True, rope2=True),
+    # FlashAttention 3 (official build or PyPI fa3-fwd; skipped when neither is installed)
+    "official_flash3": _variant(attention="flash3"),
+    "fast_full_flash3": _variant(fast_blocks=True, compiled=True, qkv=True, rope2=True,
+                                 attention="flash3"),
     # last: coordinate-descent tuning is a process-wide inductor setting
     "fast_full_tuned": _variant(fast_blocks=True, compiled=True, qkv=True, rope2=True,
                                 tune=True),
@@ -83,13 +85,7 @@ def rel_err(a, b) -> float:
 # --------------------------------------------------------------------------------------
 
 def build_model(dims: dict, device, dtype):
-    model_mod = wan_module("modules.model")
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = model_mod.WanModel(**dims)
-    # the official init zeroes the head: the output would be its bias, a trivial test
-    torch.nn.init.xavier_uniform_(model.head.head.weight)
-    return model.to(dtype).eval().requires_grad_(False)
+    return random_dit(dims, device, dtype)
 
 
 def make_inputs(dims, frames, height, width, device, seed=1):
@@ -333,45 +329,9 @@ def write_checkpoint(out: Path, tiny: bool) -> dict:
     if tiny:
         from wmsub.dev.checkpoints import build_tiny_checkpoint
         build_tiny_checkpoint(out, seed=0)
-        return {"write_s": time.perf_counter() - t0, "bytes": _folder_bytes(out)}
-    out.mkdir(parents=True, exist_ok=True)
-    write_real_dit_vae_tokenizer(out)
-    write_real_t5(out)
-    return {"write_s": time.perf_counter() - t0, "bytes": _folder_bytes(out)}
-
-
-def write_real_dit_vae_tokenizer(out: Path) -> None:
-    """Real-size random DiT (bf16) and VAE, and the stand-in tokenizer, built on the GPU."""
-    from wmsub.node.engines.checkpoint import ti2v_config
-    from wmsub.dev.checkpoints import _build_tokenizer
-    wan_cfg = ti2v_config()
-    dit = build_model(REAL_DIT, torch.device("cuda"), torch.bfloat16)
-    dit.save_pretrained(str(out), safe_serialization=True)
-    del dit
-    with torch.device("cuda"):
-        vae = wan_module("modules.vae2_2").WanVAE_(
-            dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
-            temperal_downsample=[False, True, True], dropout=0.0)
-    torch.save({k: v.cpu() for k, v in vae.state_dict().items()}, out / wan_cfg.vae_checkpoint)
-    del vae
-    # a small tokenizer stands in for google/umt5-xxl (unreachable here); ids < 160
-    _build_tokenizer(out / wan_cfg.t5_tokenizer)
-    torch.cuda.empty_cache()
-
-
-def write_real_t5(out: Path) -> None:
-    """The real-size random umt5-xxl encoder (bf16), built on the GPU."""
-    from wmsub.node.engines.checkpoint import ti2v_config
-    wan_cfg = ti2v_config()
-    t5 = wan_module("modules.t5").umt5_xxl(encoder_only=True, return_tokenizer=False,
-                                           dtype=torch.bfloat16, device="cuda")
-    torch.save({k: v.cpu() for k, v in t5.state_dict().items()}, out / wan_cfg.t5_checkpoint)
-    del t5
-    torch.cuda.empty_cache()
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+    else:
+        write_real_size_parts(out)
+    return {"write_s": time.perf_counter() - t0, "bytes": folder_bytes(out)}
 
 
 def chunk_run(args) -> dict:
@@ -613,6 +573,11 @@ def main(argv=None) -> int:
         result["variants"], outputs = {}, {}
         for name in names:
             log(f"step benchmark: {name}")
+            try:
+                fast.resolve_kernel(VARIANTS[name]["attention"], device)
+            except ValueError as e:  # flash3 without FA3 installed
+                result["variants"][name] = {"skipped": str(e)}
+                continue
             result["variants"][name], outputs[name] = bench_step(
                 model, name, inputs, steps, 2 * fwd)
             log(json.dumps({name: result["variants"][name]}))

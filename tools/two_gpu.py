@@ -81,8 +81,7 @@ def no_random_init():
 
 def write_checkpoint(ckpt: Path, rank: int, tiny: bool) -> dict:
     """Rank 0 writes DiT, VAE and tokenizer, rank 1 the T5 (the largest file) meanwhile."""
-    from bench.speed import _folder_bytes, write_real_dit_vae_tokenizer, write_real_t5
-    from wmsub.dev.checkpoints import build_tiny_checkpoint
+    from wmsub.dev.checkpoints import build_tiny_checkpoint, folder_bytes, write_real_size_parts
     t0 = time.perf_counter()
     done = ckpt / ".complete"
     if not done.exists():
@@ -91,14 +90,14 @@ def write_checkpoint(ckpt: Path, rank: int, tiny: bool) -> dict:
             if rank == 0:
                 build_tiny_checkpoint(ckpt, seed=0)
         elif rank == 0:
-            write_real_dit_vae_tokenizer(ckpt)
+            write_real_size_parts(ckpt, ("dit", "vae", "tokenizer"), f"cuda:{rank}")
         else:
-            write_real_t5(ckpt)
+            write_real_size_parts(ckpt, ("t5",), f"cuda:{rank}")
         dist.barrier()
         if rank == 0:
             done.write_text("ok\n")
     dist.barrier()
-    return {"write_s": round(time.perf_counter() - t0, 2), "bytes": _folder_bytes(ckpt)}
+    return {"write_s": round(time.perf_counter() - t0, 2), "bytes": folder_bytes(ckpt)}
 
 
 def make_cfg(args, mode: str):

@@ -80,8 +80,9 @@ class GenerateConfig:
     offload_t5: bool = False  # move T5 off the GPU after encoding (the seed kept it: offload_model=False)
     cache_negative_prompt: bool = True  # encode the fixed negative prompt once per chunk
     vae_dtype: str = "float32"  # float32 (official) | bfloat16
-    async_write: bool = False  # write the mp4 while the next video starts
+    async_write: bool = True  # write the mp4 (CPU work) while the next video generates
     dist_timeout_s: int = 600  # collective timeout: a dead peer ends the job instead of a hang
+    compile_cache_dir: str = ""  # torch.compile caches (shared); empty: <run.logs_dir>/compile-cache
 
 
 @dataclass
@@ -391,7 +392,8 @@ def settings_fingerprint(cfg: Config) -> tuple[str, dict]:
     return hashlib.sha256(blob).hexdigest()[:16], settings
 
 
-PATH_KEYS = ("run.logs_dir", "bench.root", "output.dir", "model.checkpoint_dir")
+PATH_KEYS = ("run.logs_dir", "bench.root", "output.dir", "model.checkpoint_dir",
+             "generate.compile_cache_dir")
 
 
 def absolutize_paths(cfg: Config, base: Path | None = None) -> Config:

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.helpers.engine import free_port
 from wmsub.dev.checkpoints import build_tiny_checkpoint
@@ -45,12 +46,17 @@ def rank_main() -> None:
     torch.set_num_threads(1)  # same intra-op split in every process: comparable rounding
 
     spec = json.loads(os.environ["WMSUB_TEST_SPEC"])
-    cfg = load_config(None, [f"model.checkpoint_dir={spec['ckpt']}", "generate.max_area=64*96",
-                             "generate.frame_num=5", "generate.sampling_steps=3",
+    cfg = load_config(None, [f"model.checkpoint_dir={spec['ckpt']}",
+                             f"generate.max_area={spec.get('max_area', '64*96')}",
+                             f"generate.frame_num={spec.get('frame_num', 5)}",
+                             "generate.sampling_steps=3",
                              "generate.device=cpu", f"generate.parallel={spec['mode']}",
                              f"generate.dist_timeout_s={spec.get('timeout', 120)}"])
     ctx = init_distributed(cfg.generate)
     engine = load_engine(cfg, ctx)
+    if spec.get("kernel"):  # an SDPA backend CPU torch has besides math (flash)
+        from wmsub.node.engines.attention import install_attention
+        install_attention(spec["kernel"])
     if spec.get("die_rank") == ctx.rank:
         os._exit(3)  # a peer crashing mid-job
     if spec.get("hang_rank") == ctx.rank:
@@ -69,8 +75,12 @@ def rank_main() -> None:
             block.forward = real_forward
             raise RuntimeError("injected failure inside the DiT forward")
         block.forward = failing_forward
+    recorder = SdpaCalls() if spec.get("kernel") == "flash" else None
     for inst in instances:
-        if spec.get("fail_first_forward"):
+        if recorder is not None:
+            with recorder:
+                video = sample_instance(engine, inst, engine.gen.seed)
+        elif spec.get("fail_first_forward"):
             try:
                 video = sample_instance(engine, inst, engine.gen.seed)
             except RuntimeError as e:
@@ -81,8 +91,26 @@ def rank_main() -> None:
         if video is not None:
             result["videos"][inst.stem] = video
             result["latents"][inst.stem] = engine.last_latent.cpu()
+    if recorder is not None:
+        result["sdpa_calls"] = recorder.calls
     torch.save(result, Path(spec["out"]) / f"rank{ctx.rank}.pt")
     shutdown(ctx)
+
+
+class SdpaCalls(TorchDispatchMode):
+    """Records what reaches CPU torch's flash SDPA kernel: (query length, key length,
+    whether a mask came along). A real dispatch-level observer; nothing is replaced."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[int, int, bool]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if "scaled_dot_product_flash_attention" in str(func):
+            mask = kwargs.get("attn_mask")
+            self.calls.append((int(args[0].shape[2]), int(args[1].shape[2]), mask is not None))
+        return func(*args, **kwargs)
 
 
 def _start(spec: dict, world: int) -> list[subprocess.Popen]:
@@ -252,3 +280,44 @@ def test_sp_recovers_after_a_failure_inside_the_forward(setup):
     assert set(r0["videos"]) == {"img.2"}
     err = (r0["latents"]["img.2"] - base["latents"]["img.2"]).abs().max()
     assert float(err / base["latents"]["img.2"].abs().max()) < SP_LATENT_RTOL
+
+
+# ---- Ulysses at odd token counts (issue 14 item 5) ----------------------------------------
+# max_area 96*160 and 9 frames: a 110x70 frame gives 160x96 and a 70x110 frame 96x160, each
+# 3 x 3 x 5 = 45 tokens. Two ranks pad the sequence to 46: one padded key.
+ODD_SIZE = dict(max_area="96*160", frame_num=9, kernel="flash")
+ODD_TOKENS = 45
+
+
+@pytest.fixture(scope="module")
+def odd_setup(setup):
+    tmp, ckpt, _, _ = setup
+    rng = np.random.RandomState(7)
+    instances = []
+    for stem, (w, h) in (("wide", (110, 70)), ("tall", (70, 110))):
+        image = tmp / f"{stem}.png"
+        Image.fromarray(rng.randint(0, 256, (h, w, 3), dtype=np.uint8)).save(image)
+        instances.append(dict(stem=stem, prompt="a ball rolls on the floor", image=str(image)))
+    (baseline,) = _run_mode(tmp, ckpt, instances, "none", 1, tag="odd-none", **ODD_SIZE)
+    return tmp, ckpt, instances, baseline
+
+
+def test_sp_at_an_odd_token_count_attends_the_true_keys_without_a_mask(odd_setup):
+    """SDPA's flash backend has no masked kernel on CUDA: the padded key is sliced away."""
+    tmp, ckpt, instances, base = odd_setup
+    assert (ODD_TOKENS, ODD_TOKENS, False) in base["sdpa_calls"]  # none: no padding
+    r0, r1 = _run_mode(tmp, ckpt, instances, "sp", 2, tag="odd-sp", **ODD_SIZE)
+    for r in (r0, r1):
+        assert not any(masked for _, _, masked in r["sdpa_calls"]), "a mask reached the kernel"
+        # self-attention: all 46 (padded) queries against the 45 real keys, never 46 keys
+        # (the VAE's own attention calls SDPA too, at other lengths, on rank 0)
+        assert (ODD_TOKENS + 1, ODD_TOKENS, False) in r["sdpa_calls"]
+        assert not any(k == ODD_TOKENS + 1 for _, k, _ in r["sdpa_calls"])
+    assert set(r0["videos"]) == {"wide", "tall"}
+    for stem, video in r0["videos"].items():
+        assert video.shape == base["videos"][stem].shape
+        ref = base["latents"][stem]
+        err = (r0["latents"][stem] - ref).abs().max() / ref.abs().max()
+        print(f"sp vs none at {ODD_TOKENS} tokens, {stem}: latent rel err {float(err):.2e}")
+        assert float(err) < SP_LATENT_RTOL, (stem, float(err))
+        assert float((video - base["videos"][stem]).abs().max()) < SP_VIDEO_ATOL, stem

@@ -112,7 +112,7 @@ def _qkv(b, lq, lk, nq, nk, d, dtype, seed=0):
     dict(lq=12, lk=12, k_lens=None),
     dict(lq=12, lk=12, k_lens=[12, 7]),             # key padding as under Ulysses SP
     dict(lq=9, lk=20, k_lens=[20, 3]),              # cross-attention shaped
-    dict(lq=10, lk=10, k_lens=[10, 6], causal=True),
+    dict(lq=4, lk=10, k_lens=[10, 6], causal=True),  # aligned to each true key length
     dict(lq=6, lk=10, k_lens=None, causal=True),    # bottom-right causal alignment
     dict(lq=10, lk=10, k_lens=None, window=(2, 1)),
     dict(lq=8, lk=8, k_lens=[8, 5], scale=0.3, q_scale=0.5),

@@ -1,6 +1,8 @@
-"""Tiny random-weight checkpoints in the official Wan2.2-TI2V-5B folder layout.
+"""Random-weight checkpoints in the official Wan2.2-TI2V-5B folder layout: tiny ones for
+the tests and the demo, real-size ones (on a GPU) for the benchmarks and GPU tools.
 
     python -m wmsub.dev.checkpoints OUT_DIR [--seed N]
+    python -m wmsub.dev.checkpoints OUT_DIR --real-size [--parts dit,vae,tokenizer,t5]
 
 The DiT, T5 and VAE are the official classes at tiny sizes; the tokenizer is a small
 unigram model (like umt5's SentencePiece) that `AutoTokenizer.from_pretrained` loads
@@ -14,6 +16,7 @@ import argparse
 import json
 import string
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -28,6 +31,13 @@ TINY_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48
 TINY_T5 = dict(vocab_size=160, dim=4096, dim_attn=32, dim_ffn=16, num_heads=2,
                encoder_layers=1, decoder_layers=1, num_buckets=32)
 TINY_VAE = dict(c_dim=8, dec_dim=8, num_res_blocks=1)
+# the official sizes (wan/configs/wan_ti2v_5B.py)
+REAL_DIT = dict(model_type="ti2v", patch_size=(1, 2, 2), text_len=512, in_dim=48, dim=3072,
+                ffn_dim=14336, freq_dim=256, text_dim=4096, out_dim=48, num_heads=24,
+                num_layers=30, window_size=(-1, -1), qk_norm=True, cross_attn_norm=True,
+                eps=1e-6)
+REAL_PARTS = ("dit", "vae", "tokenizer", "t5")
+COMPLETE = ".complete"  # written last: a folder with it holds every part
 
 _WORDS = ("a the of and to in on with is are from into over under while then moves "
           "falls rolls person car ball water hand robot arm camera video slowly quickly "
@@ -98,12 +108,98 @@ def build_tiny_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
     return out
 
 
+def random_dit(dims: dict, device, dtype, seed: int = 0):
+    """The official WanModel at `dims`, random weights (the head too: the official init
+    zeroes it, which would make every output its bias), built on `device`."""
+    model_mod = wan_module("modules.model")
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = model_mod.WanModel(**dims)
+    torch.nn.init.xavier_uniform_(model.head.head.weight)
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+def write_real_size_parts(out: str | Path, parts=REAL_PARTS, device="cuda", seed: int = 0) -> dict:
+    """Write the named parts of a real-size random checkpoint (official sizes, layout and
+    dtypes: float32 DiT safetensors, bf16 T5, float32 VAE); returns seconds per part.
+
+    Two processes on two GPUs may write disjoint parts of one folder at once.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    wan_cfg = ti2v_config()  # the T5 dtype
+    timings = {}
+    for part in parts:
+        t0 = time.perf_counter()
+        if part == "dit":
+            dit = random_dit(REAL_DIT, device, torch.float32, seed)
+            dit.save_pretrained(str(out), safe_serialization=True)
+            del dit
+        elif part == "vae":
+            torch.manual_seed(seed + 2)
+            with torch.device(device):
+                vae = wan_module("modules.vae2_2").WanVAE_(
+                    dim=160, dec_dim=256, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2,
+                    attn_scales=[], temperal_downsample=[False, True, True], dropout=0.0)
+            torch.save({k: v.cpu() for k, v in vae.state_dict().items()},
+                       out / VAE_CHECKPOINT)
+            del vae
+        elif part == "t5":
+            torch.manual_seed(seed + 1)
+            t5 = wan_module("modules.t5").umt5_xxl(encoder_only=True, return_tokenizer=False,
+                                                   dtype=wan_cfg.t5_dtype, device=device)
+            torch.save({k: v.cpu() for k, v in t5.state_dict().items()},
+                       out / T5_CHECKPOINT)
+            del t5
+        elif part == "tokenizer":
+            # google/umt5-xxl cannot be fetched on the GPU machines: a small stand-in
+            _build_tokenizer(out / T5_TOKENIZER)
+        else:
+            raise ValueError(f"unknown checkpoint part {part!r}; parts: {', '.join(REAL_PARTS)}")
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        timings[f"write_{part}_s"] = round(time.perf_counter() - t0, 2)
+    return timings
+
+
+def folder_bytes(path: str | Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def mark_complete(out: str | Path, info: dict) -> dict:
+    info = {**info, "bytes": folder_bytes(out)}
+    (Path(out) / COMPLETE).write_text(json.dumps(info) + "\n")
+    return info
+
+
+def write_real_size_checkpoint(out: str | Path, device="cuda", seed: int = 0) -> dict:
+    """Every part, once: a folder already marked complete is reused as it is."""
+    done = Path(out) / COMPLETE
+    if done.is_file():
+        try:
+            info = json.loads(done.read_text())
+        except json.JSONDecodeError:  # an older marker ("ok")
+            info = {}
+        return {**(info if isinstance(info, dict) else {}), "reused": True}
+    return mark_complete(out, write_real_size_parts(out, REAL_PARTS, device, seed))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wmsub.dev.checkpoints",
                                      description="write a tiny random Wan2.2-TI2V checkpoint")
     parser.add_argument("out_dir")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real-size", action="store_true",
+                        help="the official sizes, random weights, built on the GPU")
+    parser.add_argument("--parts", default=",".join(REAL_PARTS),
+                        help="with --real-size: which parts to write (two processes may split them)")
+    parser.add_argument("--device", default="cuda")
     args = parser.parse_args(argv)
+    if args.real_size:
+        parts = [p for p in args.parts.split(",") if p]
+        timings = write_real_size_parts(args.out_dir, parts, args.device, args.seed)
+        print(json.dumps({"checkpoint_dir": args.out_dir, **timings}))
+        return 0
     path = build_tiny_checkpoint(args.out_dir, seed=args.seed)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
     print(json.dumps({"checkpoint_dir": str(path), "bytes": size}))

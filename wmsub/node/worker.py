@@ -21,6 +21,7 @@ from pathlib import Path
 import submitit
 
 from wmsub.benchmark.images import open_rgb
+from wmsub.node.compile_cache import use_compile_cache
 from wmsub.node.ranks import (DESYNC_EXIT_S, RankDesync, barrier, broadcast_object, exit_within,
                               export_rank_env, gather_errors, global_rank, is_peer_loss)
 from wmsub.node.requeue import RequeueClassifier
@@ -97,20 +98,28 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             raise
 
     def _run(self) -> dict:
+        t_run = time.time()
         logging.basicConfig(level=logging.INFO, stream=sys.stdout, force=True,
                             format="%(asctime)s %(levelname)s [chunk %(chunk)s r%(rank)s] %(message)s")
         _install_log_context(self.chunk_index)
         run = RunFolder(Path(self.run_dir))
         cfg = run.load_config()
         export_rank_env(cfg.generate.device)
+        compile_cache = use_compile_cache(cfg)  # before torch compiles anything
         _chain_signal_release(self)
         if global_rank() == 0:  # only rank 0 acts on the signal (submitit)
             self._requeue = RequeueClassifier(cfg.slurm.signal_delay_s).install()
 
+        t_imports = time.time()
         from wmsub.node.engines.parallel import init_distributed  # torch from here on
         from wmsub.node.engines.wan_ti2v import load_engine
 
+        t_init = time.time()
         ctx = init_distributed(cfg.generate)
+        start = {"rank": ctx.rank, "host": socket.gethostname(),
+                 "process_age_at_run_s": _process_age_s(t_run),
+                 "imports_s": t_init - t_imports, "init_distributed_s": time.time() - t_init,
+                 "compile_cache": str(compile_cache)}
         _LogContext.rank = ctx.rank
         # one job id for the whole group (outside Slurm each rank's own differs): it names attempts
         job_id = current_job_id()
@@ -125,7 +134,11 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         try:
             t0 = time.time()
             engine = load_engine(cfg, ctx)
-            log.info("engine loaded in %.1fs (%s)", time.time() - t0, engine.fingerprint())
+            start.update(engine_s=time.time() - t0, ready_after_s=time.time() - t_run,
+                         **getattr(engine, "load_timings", {}))
+            self._progress.update(lambda r: _record_start(r, start))
+            log.info("engine loaded in %.1fs (%s; %s)", start["engine_s"], _seconds(start),
+                     engine.fingerprint())
             queue = _my_queue(self.instances, ctx)
             while True:
                 inst = self._next_instance(queue, store, ctx, cfg)
@@ -257,7 +270,10 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self._release(inst.stem)
         sps = record["timings"].get("s_per_step", 0.0)
         entry = {"stem": inst.stem, "seconds": round(gen_s + write_s, 3), "s_per_step": sps,
-                 "finished_at": time.time()}
+                 "finished_at": time.time(), "rank": record["rank"],
+                 "size": f"{frames.shape[2]}x{frames.shape[1]}", "generate_s": round(gen_s, 3),
+                 "write_s": round(write_s, 3),
+                 **{k: round(v, 3) for k, v in record["timings"].items() if k != "s_per_step"}}
         rec = self._progress.update(lambda r: _mark_done(r, inst.stem, video=entry))
         log.info("video %s done: %d/%d in chunk, %.1fs (%.3f s/step, write %.1fs), %dx%d, %d frames",
                  inst.stem, len(rec["done"]), rec["total"], gen_s + write_s, sps, write_s,
@@ -276,6 +292,10 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             store.release(claim)
 
     def _release_claims(self):
+        try:  # the stem being written keeps its claim until its mp4 is in place
+            self._drain_writes(timeout_s=30)
+        except Exception:  # noqa: BLE001 - recorded by the write itself
+            log.exception("pending write before releasing claims")
         for stem in list(self._claims):
             try:
                 self._release(stem)
@@ -379,6 +399,28 @@ def _on_finish(rec):
     rec["current"] = None
     rec["step"] = None
     rec["state"] = "finished" if not rec["failed"] else "finished_with_failures"
+
+
+def _record_start(rec, start):
+    # one entry per rank and (re)start: where the chunk's start-up time goes
+    rec.setdefault("starts", []).append({**start, "job_id": rec.get("job_id"), "at": time.time()})
+
+
+def _seconds(timings: dict) -> str:
+    return ", ".join(f"{k} {v:.1f}" for k, v in timings.items()
+                     if k.endswith("_s") and isinstance(v, float))
+
+
+def _process_age_s(now: float) -> float | None:
+    """Seconds since this process started (Linux /proc), None elsewhere: what the
+    interpreter start and submitit's unpickling cost before the worker ran."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return round(now - (boot + ticks / os.sysconf("SC_CLK_TCK")), 3)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
 
 
 def _mark_done(rec, stem, video=None, skipped=False):

@@ -4,7 +4,8 @@ name (`generate.attention`), patched into the official modules that call it.
 wan.modules.model and wan.distributed.ulysses call `flash_attention`, which asserts CUDA
 and flash_attn; `install_attention` replaces that name in each imported module with
 `make_flash_attention(kernel)`. Kernel choice is the only numerics this changes
-(docs/ENGINE.md).
+(docs/ENGINE.md). `dense_attention` is the side-effect-free call the fast path's compiled
+blocks make.
 """
 from __future__ import annotations
 
@@ -17,8 +18,24 @@ import torch.nn.functional as F
 
 
 ATTENTION_CHOICES = ("auto", "flash3", "flash2", "cudnn", "flash", "efficient", "math")
+SDPA_KERNELS = ("cudnn", "flash", "efficient", "math")
+# FlashAttention 3, in order of preference: the official build (hopper/ of the
+# flash-attention repo), then PyPI `fa3-fwd` (forward only, bf16 and fp8, no fp16, no
+# sliding window). Both take [B, L, H, D] and run on Hopper (sm_90) only.
+FA3_INTERFACES = ("flash_attn_interface", "fa3_fwd_interface")
+FA3_INSTALL_HINT = ("pip install fa3-fwd==0.0.3 (PyPI, FlashAttention-3 forward for Hopper, "
+                    "into the generation environment), or build the official FlashAttention 3 "
+                    "(flash_attn_interface)")
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 _current_kernel = "auto"
+
+
+class _FA3:
+    """The FA3 functions `install_attention` bound (read, never written, by the kernels:
+    a dispatch with side effects makes dynamo recompile every compiled block)."""
+    interface: str | None = None
+    dense = None   # flash_attn_func(q, k, v, softmax_scale=, causal=)
+    varlen = None  # flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, ...)
 
 
 def _has(module: str) -> bool:
@@ -28,28 +45,71 @@ def _has(module: str) -> bool:
         return False
 
 
-def resolve_attention(name: str, device: torch.device | str) -> str:
-    """The concrete kernel `name` means on `device` (auto picks the fastest installed)."""
+def fa3_interface() -> str | None:
+    """The FA3 module that is installed (official first), or None."""
+    return next((m for m in FA3_INTERFACES if _has(m)), None)
+
+
+def _capability(device) -> tuple[int, int] | None:
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_capability(dev)
+
+
+def choose_kernel(name: str, device_type: str, fa3: str | None, flash2: bool,
+                  capability: tuple[int, int] | None) -> str:
+    """The resolution rule, on plain facts (what is installed, the GPU's compute
+    capability): `auto` prefers FA3 on Hopper, then flash_attn 2, then cuDNN SDPA."""
     if name not in ATTENTION_CHOICES:
         raise ValueError(f"generate.attention={name!r} is not one of {', '.join(ATTENTION_CHOICES)}")
-    dev = torch.device(device).type
-    if name != "auto":
-        if dev != "cuda" and name != "math":
-            return "math"  # CPU has one SDPA kernel family; the CUDA names do not apply
-        if name == "flash3" and not _has("flash_attn_interface"):
-            raise ValueError("generate.attention=flash3 but flash_attn_interface (FlashAttention 3) "
-                             "is not installed; use auto, cudnn or flash")
-        if name == "flash2" and not _has("flash_attn"):
-            raise ValueError("generate.attention=flash2 but flash_attn is not installed; "
-                             "use auto, cudnn or flash")
-        return name
-    if dev != "cuda":
-        return "math"
-    if _has("flash_attn_interface"):
-        return "flash3"
-    if _has("flash_attn"):
-        return "flash2"
-    return "cudnn"
+    if device_type != "cuda":
+        return "math"  # CPU has one SDPA kernel family; the CUDA names do not apply
+    hopper = capability is not None and capability[0] == 9
+    if name == "auto":
+        if fa3 and hopper:
+            return "flash3"
+        return "flash2" if flash2 else "cudnn"
+    if name == "flash3":
+        if not fa3:
+            raise ValueError("generate.attention=flash3 but no FlashAttention 3 is installed: "
+                             f"{FA3_INSTALL_HINT}; or use auto, cudnn or flash")
+        if not hopper:
+            sm = f"sm_{capability[0]}{capability[1]}" if capability else "unknown"
+            raise ValueError(f"generate.attention=flash3 needs a Hopper GPU (sm_90, H100/H200); "
+                             f"this GPU is {sm}: use auto, flash2, cudnn or flash")
+    if name == "flash2" and not flash2:
+        raise ValueError("generate.attention=flash2 but flash_attn is not installed "
+                         "(pip install flash-attn --no-build-isolation); use auto, cudnn or flash")
+    return name
+
+
+def resolve_attention(name: str, device: torch.device | str) -> str:
+    """The concrete kernel `name` means on `device` (auto picks the fastest installed)."""
+    dev = torch.device(device)
+    return choose_kernel(name, dev.type, fa3_interface(), _has("flash_attn"),
+                         _capability(dev) if name in ("auto", "flash3") else None)
+
+
+def _bind_fa3() -> None:
+    if _FA3.interface is not None:
+        return
+    interface = fa3_interface()
+    if interface is None:
+        raise ValueError(f"FlashAttention 3 is not installed: {FA3_INSTALL_HINT}")
+    module = importlib.import_module(interface)
+    _FA3.dense, _FA3.varlen = module.flash_attn_func, module.flash_attn_varlen_func
+    _FA3.interface = interface
+
+
+def fa3_bound() -> str | None:
+    """Which FA3 module the flash3 kernel runs (None until flash3 is installed)."""
+    return _FA3.interface
+
+
+def _out(result):
+    # FA3 builds differ: older ones return (out, softmax_lse), newer ones out alone
+    return result[0] if isinstance(result, tuple) else result
 
 
 def _sdpa_backends(kernel: str):
@@ -64,28 +124,70 @@ def _sdpa_backends(kernel: str):
 
 
 def _key_mask(b, lq, lk, k_lens, causal, window_size, device):
-    """Boolean [B,1,Lq,Lk] mask (True = attend) or None when every key is visible."""
+    """Boolean [B,1,Lq,Lk] mask (True = attend) or None when every key is visible.
+
+    Causal/window masks are bottom-right aligned to each item's own key length, as
+    FlashAttention's varlen kernels align them.
+    """
     need_lens = k_lens is not None and any(int(n) != lk for n in k_lens.tolist())
     need_window = tuple(window_size) != (-1, -1)
     causal_offset = causal and lq != lk
     if not (need_lens or need_window or causal_offset):
         return None
-    mask = torch.ones(b, 1, lq, lk, dtype=torch.bool, device=device)
-    if need_lens:
-        keys = torch.arange(lk, device=device)
-        mask &= (keys[None, :] < k_lens.to(device)[:, None]).view(b, 1, 1, lk)
+    lens = k_lens.to(device) if k_lens is not None else torch.full((b,), lk, device=device)
+    keys = torch.arange(lk, device=device)
+    mask = (keys[None, :] < lens[:, None]).view(b, 1, 1, lk).expand(b, 1, lq, lk).clone()
     if causal or need_window:
-        # FlashAttention aligns causal/window masks to the bottom-right corner.
-        rows = torch.arange(lq, device=device)[:, None] + (lk - lq)
-        cols = torch.arange(lk, device=device)[None, :]
+        rows = (torch.arange(lq, device=device)[None, :, None]
+                + (lens[:, None, None] - lq))  # [B, Lq, 1]
+        cols = keys[None, None, :]
         left, right = window_size
         if causal:
             right = 0
         if right >= 0:
-            mask &= (cols <= rows + right)
+            mask &= (cols <= rows + right)[:, None]
         if left >= 0:
-            mask &= (cols >= rows - left)
+            mask &= (cols >= rows - left)[:, None]
     return mask
+
+
+def dense_attention(q, k, v, kernel: str, softmax_scale=None, causal=False):
+    """Attention over every key of [B, L, N, D] half tensors with exactly `kernel`.
+
+    No mask, no Python side effects: this is what compiled blocks call (fast.py).
+    """
+    if kernel in SDPA_KERNELS:
+        from torch.nn.attention import sdpa_kernel
+        qt, kt, vt = (x.transpose(1, 2) for x in (q, k, v))
+        with sdpa_kernel(_sdpa_backends(kernel)):
+            out = F.scaled_dot_product_attention(
+                qt, kt, vt, is_causal=causal, scale=softmax_scale,
+                enable_gqa=qt.size(1) != kt.size(1))
+        return out.transpose(1, 2)
+    if kernel == "flash3":
+        return _out(_FA3.dense(q, k, v, softmax_scale=softmax_scale, causal=causal))
+    import flash_attn
+    return flash_attn.flash_attn_func(q, k, v, softmax_scale=softmax_scale, causal=causal)
+
+
+def _sdpa_true_keys(q, k, v, k_lens, softmax_scale, causal, window_size, kernel):
+    """SDPA over each item's first k_lens[b] keys: the padded keys are sliced away
+    before the kernel, never masked (SDPA's flash backend has no masked kernel)."""
+    b, lq, lk = q.size(0), q.size(1), k.size(1)
+    lens = [lk] * b if k_lens is None else [min(int(n), lk) for n in k_lens.tolist()]
+    if len(set(lens)) == 1:
+        groups = [(slice(0, b), lens[0])]
+    else:
+        groups = [(slice(i, i + 1), n) for i, n in enumerate(lens)]
+    outs = []
+    for items, n in groups:
+        qi, ki, vi = q[items], k[items, :n], v[items, :n]
+        if tuple(window_size) == (-1, -1) and (not causal or n == lq):
+            outs.append(dense_attention(qi, ki, vi, kernel, softmax_scale, causal))
+            continue
+        mask = _key_mask(qi.size(0), lq, n, None, causal, window_size, q.device)
+        outs.append(_sdpa(qi, ki, vi, mask, softmax_scale, causal, kernel))
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 def _sdpa(q, k, v, mask, softmax_scale, causal, kernel):
@@ -102,6 +204,7 @@ def _sdpa(q, k, v, mask, softmax_scale, causal, kernel):
 
 
 def _flash_varlen(q, k, v, lq, lk, b, k_lens, softmax_scale, causal, window_size, kernel):
+    """The official flash_attention's own call: packed keys up to k_lens, one varlen kernel."""
     q_lens = torch.full((b,), lq, dtype=torch.int32, device=q.device)
     if k_lens is None:
         k_lens = torch.full((b,), lk, dtype=torch.int32, device=q.device)
@@ -112,11 +215,13 @@ def _flash_varlen(q, k, v, lq, lk, b, k_lens, softmax_scale, causal, window_size
     cu_q = torch.cat([q_lens.new_zeros([1]), q_lens]).cumsum(0, dtype=torch.int32).to(q.device)
     cu_k = torch.cat([k_lens.new_zeros([1]), k_lens]).cumsum(0, dtype=torch.int32).to(q.device)
     if kernel == "flash3":
-        import flash_attn_interface
-        out = flash_attn_interface.flash_attn_varlen_func(
+        if tuple(window_size) != (-1, -1):
+            raise ValueError("flash_attention: FlashAttention 3 takes no window_size here "
+                             "(the official function ignores it too); use flash2 or cudnn")
+        out = _out(_FA3.varlen(
             q=q.flatten(0, 1), k=kp, v=vp, cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
             seqused_q=None, seqused_k=None, max_seqlen_q=lq, max_seqlen_k=lk,
-            softmax_scale=softmax_scale, causal=causal, deterministic=False)[0]
+            softmax_scale=softmax_scale, causal=causal, deterministic=False))
     else:
         import flash_attn
         out = flash_attn.flash_attn_varlen_func(
@@ -131,8 +236,12 @@ def make_flash_attention(kernel: str):
 
     Same contract as the official function: q [B,Lq,Nq,C], k/v [B,Lk,Nk,C]; inputs that
     are not fp16/bf16 are cast to `dtype`; q/k cast to v's dtype; optional q_scale;
-    keys beyond k_lens[b] are ignored; causal/window masks are bottom-right aligned as in
-    FlashAttention; the output has q's original dtype.
+    keys beyond k_lens[b] are ignored; causal/window masks are bottom-right aligned to
+    each item's key length as in FlashAttention's varlen kernels; the output has q's
+    original dtype. flash3/flash2 run the official varlen call; the SDPA kernels slice the
+    keys to k_lens (Ulysses pads the sequence to a multiple of the ranks: at an odd token
+    count one padded key), so no boolean mask reaches a kernel unless a window or an
+    offset causal mask is asked for.
     """
 
     def flash_attention(q, k, v, q_lens=None, k_lens=None, dropout_p=0., softmax_scale=None,
@@ -160,8 +269,7 @@ def make_flash_attention(kernel: str):
             x = _flash_varlen(q, k, v, lq, lk, b, k_lens, softmax_scale, causal,
                               window_size, kernel)
         else:
-            mask = _key_mask(b, lq, lk, k_lens, causal, window_size, q.device)
-            x = _sdpa(q, k, v, mask, softmax_scale, causal, kernel)
+            x = _sdpa_true_keys(q, k, v, k_lens, softmax_scale, causal, window_size, kernel)
         return x.type(out_dtype)
 
     flash_attention.kernel = kernel
@@ -200,6 +308,8 @@ def install_attention(name: str, device: torch.device | str | None = None) -> st
     if device is None and name == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     kernel = resolve_attention(name, device) if device is not None else name
+    if kernel == "flash3":
+        _bind_fa3()
     _current_kernel = kernel
     fn = make_flash_attention(kernel)
     for mod_name in ("wan.modules.attention", "wan.modules.model", "wan.distributed.ulysses"):

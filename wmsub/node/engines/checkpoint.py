@@ -14,14 +14,17 @@ from pathlib import Path
 
 import torch
 
-from wmsub.node.engines.layout import (DIMS_FILE, T5_CHECKPOINT, T5_TOKENIZER, VAE_CHECKPOINT,
-                                       CheckpointError, check_checkpoint_dir, read_dims)
+from wmsub.node.engines.layout import (DIMS_FILE, KEY, T5_CHECKPOINT, T5_TOKENIZER,
+                                       VAE_CHECKPOINT, CheckpointError, check_checkpoint_dir,
+                                       dit_weight_files, read_dims)
+from wmsub.problems import Problem
 from wmsub.node.engines.shims import wan_module
 
 log = logging.getLogger("wmsub.node.engines.checkpoint")
 
 __all__ = ["DIMS_FILE", "CheckpointError", "check_checkpoint_dir", "read_dims", "ti2v_config",
-           "load_text_encoder", "load_vae", "load_dit"]
+           "load_text_encoder", "load_vae", "load_dit", "dit_skeleton", "fill_dit",
+           "dit_weight_files"]
 
 
 def ti2v_config():
@@ -62,7 +65,7 @@ def load_text_encoder(ckpt_dir, wan_cfg, dims: dict, shard_fn=None):
         model = t5.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=enc.dtype,
                             device="meta").eval().requires_grad_(False)
     log.info("loading %s", enc.checkpoint_path)
-    model.load_state_dict(torch.load(enc.checkpoint_path, map_location="cpu"), assign=True)
+    model.load_state_dict(_torch_load_mapped(enc.checkpoint_path), assign=True)
     model = model.to(dtype=enc.dtype).requires_grad_(False)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
@@ -86,11 +89,72 @@ def load_vae(ckpt_dir, wan_cfg, dims: dict, device, dtype=torch.float32):
                                  dtype=dtype, device=device)
 
 
-def load_dit(ckpt_dir):
-    """The official WanModel from the diffusers-style folder, as WanTI2V loads it."""
+def _torch_load_mapped(path: str) -> dict:
+    """torch.load onto the CPU, memory-mapped: the 11 GB T5 file is not copied once more
+    before its tensors move to the GPU (the same bytes either way)."""
+    try:
+        return torch.load(path, map_location="cpu", mmap=True)
+    except RuntimeError:  # a file in torch's legacy (non-zip) format cannot be mapped
+        return torch.load(path, map_location="cpu")
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    # Parameters are made on the meta device (no allocation, no random init) while plain
+    # tensors built in __init__ (WanModel.freqs) stay real, as with diffusers'
+    # low_cpu_mem_usage loading. This patches nn.Module for the whole process: no other
+    # thread may build modules meanwhile (the engine builds the skeleton first).
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        if param is not None and param.device.type != "meta":
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def dit_skeleton(ckpt_dir):
+    """The official WanModel built from the folder's config.json, parameters on meta."""
     model_mod = wan_module("modules.model")
-    # low_cpu_mem_usage=False on purpose: it is what diffusers falls back to without
-    # `accelerate` (not installed: the model is loaded once per chunk, the weights are the
-    # same either way), and saying so silences its "accelerate was not found" warning in
-    # every chunk log.
-    return model_mod.WanModel.from_pretrained(str(ckpt_dir), low_cpu_mem_usage=False)
+    with _parameters_on_meta():
+        return model_mod.WanModel.from_config(model_mod.WanModel.load_config(str(ckpt_dir)))
+
+
+def fill_dit(model, ckpt_dir, device: torch.device | str = "cpu"):
+    """Read the DiT's safetensors straight onto `device` into a `dit_skeleton`.
+
+    Each stored tensor is cast to the dtype of the parameter it fills (float32 unless the
+    config says otherwise), as load_state_dict's copy does.
+    """
+    from safetensors.torch import load_file
+    ckpt = Path(ckpt_dir)
+    expected = model.state_dict()
+    state = {}
+    for path in dit_weight_files(ckpt):
+        state.update(load_file(str(path), device=str(device)))
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError([Problem(
+            KEY, f"the DiT weights do not match {ckpt / 'config.json'}: missing {missing[:5]} "
+            f"({len(missing)}), unexpected {unexpected[:5]} ({len(unexpected)})",
+            "download the checkpoint folder again")], f"checkpoint folder {ckpt}")
+    state = {k: v.to(expected[k].dtype) for k, v in state.items()}
+    model.load_state_dict(state, assign=True, strict=True)
+    return model.eval()
+
+
+def load_dit(ckpt_dir, device: torch.device | str = "cpu"):
+    """The official WanModel from the diffusers-style folder, its weights read straight
+    onto `device`.
+
+    The same module as `WanModel.from_pretrained(ckpt_dir).to(device)` (the tests check it
+    bitwise). What is skipped: the random init of 5B parameters on the CPU, a float32
+    copy of them there, and the host-to-device copy of that copy.
+    """
+    return fill_dit(dit_skeleton(ckpt_dir), ckpt_dir, device)

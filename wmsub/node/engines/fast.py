@@ -29,6 +29,8 @@ import types
 import torch
 import torch.nn.functional as F
 
+from wmsub.node.engines.attention import dense_attention, make_flash_attention
+
 SDPA_KERNELS = ("cudnn", "flash", "efficient", "math")
 # Compiled block graphs are shared by all 30 blocks (parameters are graph inputs), but
 # every distinct video size is one more graph: WorldModelBench has 6 sizes.
@@ -63,16 +65,15 @@ def attention_bhld(q, k, v, kernel: str, mask=None):
     the transposes are views, the kernels take the strides as they are (contiguous
     [B, N, L, D] copies were measured: no gain, docs/SPEED.md).
     """
+    if mask is None:  # always on a single device: no padded keys
+        return dense_attention(q, k, v, kernel)
     if kernel in SDPA_KERNELS:
         from torch.nn.attention import sdpa_kernel
         q, k, v = (u.transpose(1, 2) for u in (q, k, v))
         with sdpa_kernel([_sdpa_backend(kernel)]):
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return out.transpose(1, 2)
-    # flash3 / flash2 (when installed) and kernels registered with the shims dispatcher
-    from wmsub.node.engines.attention import make_flash_attention
-    k_lens = None if mask is None else mask[:, 0, 0, :].sum(-1)
-    return make_flash_attention(kernel)(q, k, v, k_lens=k_lens)
+    return make_flash_attention(kernel)(q, k, v, k_lens=mask[:, 0, 0, :].sum(-1))
 
 
 def apply_attention_kernel(model, name: str):

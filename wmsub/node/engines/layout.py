@@ -183,6 +183,18 @@ def _safetensors_header(path: Path) -> tuple[dict | None, str]:
     return header, ""
 
 
+def dit_weight_files(ckpt_dir: str | Path) -> list[Path]:
+    """The DiT's safetensors files the loader reads: the shards its index lists, else the
+    single file, else every file matching the name pattern."""
+    ckpt = Path(ckpt_dir)
+    index = ckpt / DIT_INDEX
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [ckpt / name for name in shards]
+    single = ckpt / "diffusion_pytorch_model.safetensors"
+    return [single] if single.is_file() else sorted(ckpt.glob(DIT_WEIGHTS_GLOB))
+
+
 def _check_dit_weights(ckpt: Path, problems: list[Problem]) -> dict:
     """{tensor name: shape} over every DiT weight file; checks completeness on the way."""
     files = sorted(ckpt.glob(DIT_WEIGHTS_GLOB))

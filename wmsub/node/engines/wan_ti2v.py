@@ -73,6 +73,7 @@ class WanTI2VEngine:
     """Loads T5, VAE and DiT once; `generate(instance)` makes one video."""
 
     def __init__(self, cfg, ctx: DistContext):
+        t0 = time.perf_counter()
         self.cfg = cfg
         self.gen = cfg.generate
         self.ctx = ctx
@@ -81,6 +82,7 @@ class WanTI2VEngine:
         # called as step_callback(step, steps) after each denoising step (the worker shows
         # progress with it); None: nothing is called
         self.step_callback = None
+        self.load_timings: dict = {}  # seconds of each part of the load (`_load`)
         self.speedups: list | dict = []
         self.wan_cfg = ckpt_mod.ti2v_config()
         self.num_train_timesteps = self.wan_cfg.num_train_timesteps
@@ -101,22 +103,52 @@ class WanTI2VEngine:
         self.vae_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.gen.vae_dtype]
         if not ctx.active:
             return  # `none` on ranks > 0: nothing to load
+        self.load_timings["setup_s"] = time.perf_counter() - t0  # imports the wan modules
         self._load()
 
     # ---- loading ----
 
     def _load(self):
+        """Read T5, VAE and DiT concurrently (file reads and host-to-device copies), then
+        shard and wrap them in a fixed order (the collectives must match across ranks).
+        Each part's seconds land in `load_timings` (the worker records them)."""
+        t0 = time.perf_counter()
         ckpt = ckpt_mod.check_checkpoint_dir(self.cfg.model.checkpoint_dir)
         dims = ckpt_mod.read_dims(ckpt)
         t5_shard = text_encoder_shard_fn(self.ctx)
-        self.text_encoder = ckpt_mod.load_text_encoder(ckpt, self.wan_cfg, dims, shard_fn=t5_shard)
-        self._t5_on_device = t5_shard is not None  # FSDP moved it to the device already
-        self.vae = ckpt_mod.load_vae(ckpt, self.wan_cfg, dims, self.device, self.vae_dtype)
-        model = ckpt_mod.load_dit(ckpt)
+        # without FSDP the T5 goes to the device at its first use anyway: copy it now,
+        # alongside the other reads, unless it is offloaded between videos
+        t5_to_device = t5_shard is None and not self.gen.offload_t5
+
+        def read_t5():
+            enc = ckpt_mod.load_text_encoder(ckpt, self.wan_cfg, dims)
+            if t5_to_device:
+                enc.model.to(self.device)
+            return enc
+
+        with _timed(self.load_timings, "build_dit", self.device):
+            skeleton = ckpt_mod.dit_skeleton(ckpt)  # before the threads: it patches nn.Module
+        t_reads = time.perf_counter()
+        parts = {"read_t5": read_t5,
+                 "read_vae": lambda: ckpt_mod.load_vae(ckpt, self.wan_cfg, dims, self.device,
+                                                       self.vae_dtype),
+                 "read_dit": lambda: ckpt_mod.fill_dit(skeleton, ckpt, self.device)}
+        loaded = _run_concurrently(parts, self.device, self.load_timings)
+        self.load_timings["read_all_s"] = time.perf_counter() - t_reads
+        self.text_encoder, self.vae, model = loaded["read_t5"], loaded["read_vae"], loaded["read_dit"]
+        self._t5_on_device = t5_to_device
+        with _timed(self.load_timings, "shard_t5", self.device):
+            if t5_shard is not None:  # FSDP moves it to the device
+                self.text_encoder.model = t5_shard(self.text_encoder.model,
+                                                   sync_module_states=False)
+                self._t5_on_device = True
         model.eval().requires_grad_(False)
-        self.model = parallelize_dit(model, self.ctx, self.param_dtype)
+        with _timed(self.load_timings, "place_dit", self.device):
+            self.model = parallelize_dit(model, self.ctx, self.param_dtype)
         if not self.gen.exact:
-            self.apply_fast_path()
+            with _timed(self.load_timings, "fast_path", self.device):
+                self.apply_fast_path()
+        self.load_timings["load_s"] = time.perf_counter() - t0
 
     def apply_fast_path(self):
         """The fast path's speed-ups (fast.apply_speedups) on the loaded model."""
@@ -373,6 +405,30 @@ def load_engine(cfg, ctx: DistContext) -> WanTI2VEngine:
     """Load T5, VAE and DiT once and apply the parallel mode (and the fast path when
     `generate.exact` is false and wmsub.node.engines.fast exists)."""
     return WanTI2VEngine(cfg, ctx)
+
+
+@contextmanager
+def _timed(timings: dict, name: str, device):
+    t0 = time.perf_counter()
+    yield
+    _sync(device)
+    timings[f"{name}_s"] = time.perf_counter() - t0
+
+
+def _run_concurrently(parts: dict, device, timings: dict) -> dict:
+    """Run each loader of `parts` in its own thread; their seconds go to `timings`.
+    The first exception is raised once every part has ended."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(name, fn):
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # the current device is per thread
+        with _timed(timings, name, device):
+            return fn()
+
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="load") as pool:
+        futures = {name: pool.submit(run, name, fn) for name, fn in parts.items()}
+        return {name: f.result() for name, f in futures.items()}
 
 
 def _reset_fsdp_state(model) -> None:

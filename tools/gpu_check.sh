@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The GPU checks of the speed and sp-padding work, on one 2-GPU machine, in under 9 minutes.
+# Every stage writes JSON (and a log) under $OUT; summary.json says what ran, how long, and
+# what was skipped for lack of time. A failing stage does not stop the others.
+#
+#   BENCH=DIR OUT=DIR bash tools/gpu_check.sh
+#
+# BENCH: a folder in the official format (worldmodelbench.json + images/) holding at least
+#   4 instances of output size 1248x704 and AYcHbDVOnWQ_13_69to196 (1312x672, 18,081 tokens):
+#     python -m bench.throughput --copy-from BENCHMARK --size 1248x704,1312x672 \
+#         --instances 4 --copy-only --bench-root DIR
+#   Without BENCH a synthetic benchmark stands in (summary.json says so).
+# Needs: torch with CUDA, the wheels of wan22 (--no-deps), diffusers, ftfy, wcwidth,
+#   easydict, submitit, imageio-ffmpeg; optional fa3-fwd (flash3).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/wmsub_gpu_check}
+WORK=${WORK:-/tmp/wmsub_gpu_work}
+PY=${PYTHON:-python}
+BUDGET_S=${BUDGET_S:-530}   # stop starting stages after this; the last one is cut at it
+STEPS=${STEPS:-6}           # denoising steps per video in the throughput runs (JSON scales to 50)
+CKPT=$WORK/ckpt
+mkdir -p "$OUT" "$WORK"
+T0=$(date +%s)
+echo '{}' > "$OUT/summary.json"
+
+note() {  # note KEY JSON-VALUE: merge one entry into summary.json
+  "$PY" - "$OUT/summary.json" "$1" "$2" <<'EOF'
+import json, sys
+path, key, value = sys.argv[1:]
+data = json.load(open(path))
+data[key] = json.loads(value)
+json.dump(data, open(path, "w"), indent=1)
+EOF
+}
+
+stage() {  # stage NAME MIN_S CMD...: run CMD unless less than MIN_S of the budget is left
+  local name=$1 need=$2; shift 2
+  local left=$(( BUDGET_S - ($(date +%s) - T0) ))
+  if (( left < need )); then
+    note "$name" "{\"skipped\": \"time budget: ${left}s left, needs ${need}s\"}"
+    return
+  fi
+  local t=$(date +%s)
+  timeout --signal=TERM --kill-after=15 "$left" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  tail -c 20000 "$OUT/$name.log" > "$OUT/$name.log.tail" && mv "$OUT/$name.log.tail" "$OUT/$name.log"
+  note "$name" "{\"exit\": $rc, \"seconds\": $(( $(date +%s) - t ))}"
+}
+
+if [ -z "${BENCH:-}" ]; then
+  BENCH=$WORK/synthetic
+  "$PY" -m wmsub.dev.synthetic "$BENCH" 6 > /dev/null
+  note bench "\"synthetic stand-in (no BENCH given): sizes vary, steady state needs 2 videos of a size per rank\""
+else
+  note bench "\"$BENCH\""
+fi
+"$PY" - "$BENCH" "$WORK" <<'EOF'
+# split BENCH: the 1248x704 instances for the throughput runs, the odd-token one alone
+import json, sys
+from pathlib import Path
+from PIL import Image
+from wmsub.benchmark.sizes import i2v_size
+bench, work = Path(sys.argv[1]), Path(sys.argv[2])
+entries = json.loads((bench / "worldmodelbench.json").read_text())
+def size(e):
+    with Image.open(bench / e["first_frame"]) as im:
+        return "%dx%d" % i2v_size(*im.size, 704 * 1280)
+groups = {"common": [e for e in entries if size(e) == "1248x704"] or entries,
+          "odd": [e for e in entries if size(e) == "1312x672"]}
+for name, chosen in groups.items():
+    dst = work / f"bench-{name}"
+    (dst / "images").mkdir(parents=True, exist_ok=True)
+    for e in chosen:
+        (dst / e["first_frame"]).write_bytes((bench / e["first_frame"]).read_bytes())
+    (dst / "worldmodelbench.json").write_text(json.dumps(chosen))
+EOF
+
+# the checkpoint (real-size random weights) is written while the sp sizes run
+"$PY" -m bench.throughput --checkpoint-only --ckpt "$CKPT" > "$OUT/checkpoint.json" 2> "$OUT/checkpoint.log" &
+CKPT_PID=$!
+
+# issue 14 item 5: the six sizes under sp, every kernel (flash3 when installed), vs none
+stage sp_sizes 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 tools/sp_sizes.py \
+  --kernels flash,cudnn,efficient,flash3 --out "$OUT/sp_sizes.json"
+wait "$CKPT_PID"; note checkpoint "$(cat "$OUT/checkpoint.json" 2>/dev/null || echo null)"
+
+TP="$PY -m bench.throughput --ckpt $CKPT --steps $STEPS --gpus 2"
+# issue 14 item 5 in the product path: the odd-token instance, sp, the flash kernel
+if [ -s "$WORK/bench-odd/worldmodelbench.json" ] && [ "$(cat "$WORK/bench-odd/worldmodelbench.json")" != "[]" ]; then
+  stage odd_sp_flash 60 $TP --bench-root "$WORK/bench-odd" --instances 1 --steps 4 \
+    --config configs/wan22_ti2v_5b.yaml --parallel sp --work "$WORK/odd" \
+    --out "$OUT/odd_sp_flash.json" generate.attention=flash
+fi
+# issue 17 item 5: the product path's throughput (2 videos per rank: one steady gap each)
+stage exact_sp 90 $TP --bench-root "$WORK/bench-common" --instances 2 \
+  --config configs/wan22_ti2v_5b.yaml --parallel sp --work "$WORK/exact_sp" --out "$OUT/exact_sp.json"
+stage fast_cfg 120 $TP --bench-root "$WORK/bench-common" --instances 2 --repeat 2 \
+  --config configs/wan22_ti2v_5b_fast.yaml --parallel cfg --work "$WORK/fast_cfg" --out "$OUT/fast_cfg.json"
+stage fast_dp 90 $TP --bench-root "$WORK/bench-common" --instances 4 \
+  --config configs/wan22_ti2v_5b_fast.yaml --parallel dp --work "$WORK/fast_dp" --out "$OUT/fast_dp.json"
+# the 2-GPU run still missing: cfg against none, bitwise under NCCL
+stage two_gpu_cfg 100 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 tools/two_gpu.py --skip-sp \
+  --ckpt "$CKPT" --out "$OUT/two_gpu_cfg.json"
+# issue 17 item 1: FA3 against flash and cuDNN, per forward and per step, one GPU
+stage speed_flash3 60 "$PY" -m bench.speed --steps 2 --out "$OUT/speed_flash3.json" \
+  --variants official_flash,official_cudnn,official_flash3,fast_full,fast_full_flash3
+
+note total_s "$(( $(date +%s) - T0 ))"
+cat "$OUT/summary.json"
