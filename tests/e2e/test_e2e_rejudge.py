@@ -30,8 +30,12 @@ def wait_for_jobs(ids: dict[str, str]) -> None:
 def test_judge_after_fixing_a_broken_judge_env(tmp_path):
     run_dir, cfg = make_run(tmp_path, shards=2, missing=("clip_a",))
     RunFolder(run_dir).save_plan(PlanRecord(stems=[s for s, _ in BENCH], domains=dict(BENCH)))
-    broken = tmp_path / "broken-python"  # a judge env whose VILA install is missing
-    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'llava'\" >&2\nexit 1\n")
+    # A judge env that passes the login node's import check (`python -c ...`) but whose
+    # VILA install is missing where the judge runs, as with an env that differs between the
+    # login and the compute nodes: the judge job fails on the node.
+    broken = tmp_path / "broken-python"
+    broken.write_text(f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} "$@"\n'
+                      "echo \"ModuleNotFoundError: No module named 'llava'\" >&2\nexit 1\n")
     broken.chmod(0o755)
     data = yaml.safe_load((run_dir / "config.yaml").read_text())
     data["judge"].update({"python": str(broken), "partition": "low", "cpus": 1, "mem_gb": 1})
@@ -76,5 +80,5 @@ def test_judge_refuses_non_judge_keys_and_a_missing_judge_before_the_queue(tmp_p
     proc = launch("judge", "--run", str(run_dir), "bench.limit=3", check=False)
     assert proc.returncode == 2 and "judge.* overrides only; refused: bench.limit=3" in proc.stderr
     proc = launch("judge", "--run", str(run_dir), "judge.python=", "judge.checkpoint=", check=False)
-    assert proc.returncode == 1 and "judge.python is empty" in proc.stderr
-    assert "judge.checkpoint is empty" in proc.stderr and not (run_dir / "jobs.json").exists()
+    assert proc.returncode == 1 and "judge.python: is empty" in proc.stderr
+    assert "judge.checkpoint: is empty" in proc.stderr and not (run_dir / "jobs.json").exists()
