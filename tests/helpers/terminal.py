@@ -17,7 +17,9 @@ class Terminal:
             pytest.fail("tmux is not installed: `make test-tools` installs it", pytrace=False)
         self.name = f"wmsub-test-{uuid.uuid4().hex[:8]}"
         # the shell stays after the command so that its last screen can still be read
-        script = f"{command}; echo \"[exit $?]\"; sleep 600"
+        # tmux may hand the pane a COLUMNS of its own default size (80), which rich and the
+        # program would believe over the pane's real width
+        script = f"unset COLUMNS LINES; {command}; echo \"[exit $?]\"; sleep 600"
         subprocess.run(["tmux", "new-session", "-d", "-s", self.name, "-x", str(width),
                         "-y", str(height), *(["-c", str(cwd)] if cwd else []),
                         "bash", "-c", script], check=True)
