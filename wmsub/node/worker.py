@@ -21,13 +21,14 @@ from pathlib import Path
 import submitit
 
 from wmsub.benchmark.images import open_rgb
+from wmsub.node.kernel import KernelRefused, node_kernel
 from wmsub.node.ranks import (DESYNC_EXIT_S, RankDesync, barrier, broadcast_object, exit_within,
                               export_rank_env, gather_errors, global_rank, is_peer_loss)
 from wmsub.node.requeue import RequeueClassifier
 from wmsub.state.claims import current_job_id
 from wmsub.state.progress import ChunkProgress
 from wmsub.state.runs import RunFolder
-from wmsub.state.store import OutputStore
+from wmsub.state.store import OutputStore, SettingsMismatch
 
 log = logging.getLogger("wmsub.node.worker")
 
@@ -117,9 +118,18 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self._group_job = broadcast_object(job_id, ctx) if ctx.group_size > 1 else job_id
         stems = run.load_plan().chunk_stems(self.chunk_index) or [i.stem for i in self.instances]
         self._progress = ChunkProgress(run.chunk_record(self.chunk_index), self.chunk_index, stems)
-        store = OutputStore.for_config(cfg)
-        if ctx.rank == 0:
+        try:
+            # the kernel only this node can resolve; the folder takes one kernel (store pin)
+            cfg.generate.attention = node_kernel(cfg.generate, ctx.device)
+            store = OutputStore.for_config(cfg, kernel=cfg.generate.attention)
             store.check_settings()
+        except (KernelRefused, SettingsMismatch) as e:
+            if ctx.rank == 0:  # every rank refuses alike; one record
+                why = f"refused before generating: {e}"
+                self._progress.update(lambda r: r.update(state="failed", job_id=job_id,
+                                                         current=None, error=why))
+            raise
+        if ctx.rank == 0:
             self._progress.update(lambda r: _on_start(r, job_id))
         heartbeat = _ClaimHeartbeat(self, cfg.output.claim_ttl_s / 4).start()
         try:
