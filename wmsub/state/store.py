@@ -9,6 +9,7 @@ Layout (docs/DESIGN.md):
     <dir>/.wmsub/claims/<stem>.claim   see claims.py
     <dir>/.wmsub/failures/<stem>.json  attempts, last reason, traceback
     <dir>/.wmsub/quarantine/<stem>.<time>.mp4   files that failed verification, kept
+    <dir>/.wmsub/adopted/<stem>.json   marks a video adopted from elsewhere (`adopt_video`)
 
 What "done" means: `<stem>.mp4` exists, its sidecar exists with the folder's video
 fingerprint (the settings fingerprint with the folder's kernel folded in; see
@@ -29,6 +30,7 @@ import hashlib
 from collections import Counter
 import os
 import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,7 +40,7 @@ import numpy as np
 
 from wmsub.config import parallel_numerics
 from wmsub.state import video_io
-from wmsub.state.jsonio import (create_json_exclusive, fsync_dir, read_json_object,
+from wmsub.state.jsonio import (copy_atomic, create_json_exclusive, fsync_dir, read_json_object,
                                 write_json_atomic)
 from wmsub.state.claims import (DEFAULT_CLAIM_TTL_S, Claim, ClaimBook, current_job_id, pid_alive,
                                 same_process_space,                          this_host)
@@ -119,6 +121,7 @@ class OutputStore:
         self.records_dir = self.meta / "records"
         self.failures_dir = self.meta / "failures"
         self.quarantine_dir = self.meta / "quarantine"
+        self.adopted_dir = self.meta / "adopted"
         self.claims = ClaimBook(self.meta / "claims", claim_ttl_s)
         self.notes: list[str] = []
         self._settings_checked = False
@@ -372,12 +375,15 @@ class OutputStore:
     def _made_with_these_settings(self, record: dict) -> bool:
         """Whether a sidecar's video was made with this store's settings and kernel.
 
-        Videos of the legacy fingerprint format count where their engine record shows this
-        kernel and parallel mode.
+        Adopted videos (`adopt_video`) carry assumed settings: their settings fingerprint
+        is enough, their kernel is unknown. Videos of the legacy fingerprint format count
+        where their engine record shows this kernel and parallel mode.
         """
         fingerprint = record.get("fingerprint")
         if fingerprint == self.fingerprint:
             return True
+        if record.get("adopted"):
+            return record.get("settings_fingerprint") == self.settings_fingerprint
         if self.legacy_fingerprint and fingerprint == self.legacy_fingerprint:
             kernel, parallel = engine_numerics(record.get("engine") or {})
             return (self.kernel in (None, kernel)
@@ -424,13 +430,7 @@ class OutputStore:
 
     def quarantine(self, stem: str, reason: str) -> Path | None:
         """Move `<stem>.mp4` (and its record) aside, never overwriting; None if it was gone."""
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        target = self.quarantine_dir / f"{stem}.{stamp}.mp4"
-        n = 1
-        while target.exists():
-            target = self.quarantine_dir / f"{stem}.{stamp}-{n}.mp4"
-            n += 1
+        target = self._quarantine_target(stem)
         try:
             os.rename(self.video_path(stem), target)
         except FileNotFoundError:
@@ -438,10 +438,87 @@ class OutputStore:
         record = self.record_path(stem)
         if record.exists():
             os.replace(record, target.with_suffix(".record.json"))
+        (self.adopted_dir / f"{stem}.json").unlink(missing_ok=True)
         write_json_atomic(target.with_suffix(".why.json"),
                            {"stem": stem, "reason": reason, "at": time.time(), "host": this_host()})
         self.notes.append(f"quarantined {stem}.mp4 -> {target.name}: {reason}")
         return target
+
+    def quarantine_copy(self, stem: str, source: Path, reason: str) -> Path:
+        """Keep a copy of a file from outside the folder (`adopt --from`) in quarantine with
+        the reason; the file itself is left as it is."""
+        target = self._quarantine_target(stem)
+        copy_atomic(source, target)
+        write_json_atomic(target.with_suffix(".why.json"),
+                          {"stem": stem, "reason": reason, "at": time.time(), "host": this_host(),
+                           "source": str(source)})
+        self.notes.append(f"quarantined a copy of {source} -> {target.name}: {reason}")
+        return target
+
+    def _quarantine_target(self, stem: str) -> Path:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.quarantine_dir / f"{stem}.{stamp}.mp4"
+        n = 1
+        while target.exists():
+            target = self.quarantine_dir / f"{stem}.{stamp}-{n}.mp4"
+            n += 1
+        return target
+
+    # ---- adopting videos made elsewhere ---------------------------------------------------
+
+    def unrecorded_videos(self) -> list[str]:
+        """Stems of the `<stem>.mp4` files that have no sidecar record (two listings)."""
+        return sorted(_names(self.dir, ".mp4") - _names(self.records_dir, ".json"))
+
+    def listed_adopted(self, done: set[str] | None = None) -> set[str]:
+        """Stems done through `adopt_video`, from listings (no decode); `done`: the caller's
+        `listed_done()`, saving two listings."""
+        return _names(self.adopted_dir, ".json") & (self.listed_done() if done is None else done)
+
+    def adopt_video(self, stem: str, source: Path, checks: dict, provenance: dict) -> Path:
+        """Give a video made elsewhere its sidecar, marked `adopted`, so it counts as done.
+
+        `source` is the folder's own `<stem>.mp4` (recorded in place) or a file elsewhere,
+        copied in first (temp, fsync, compared byte for byte by sha256, renamed after the
+        sidecar, as `write_video` orders it). `checks` holds what the caller's full decode
+        measured (frames, width, height, fps) and which checks passed; the sidecar records
+        this folder's settings as assumed, never as measured, and where the file came from.
+        """
+        self._ensure_settings()
+        source, final = Path(source), self.video_path(stem)
+        in_place = final.exists() and source.resolve() == final.resolve()
+        if not in_place and final.exists():
+            raise FileExistsError(f"adopt_video({stem!r}): {final} exists already; adopt it in place")
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        temp = final if in_place else self.temp_path(stem)
+        try:
+            if not in_place:
+                shutil.copyfile(source, temp)
+                _fsync_file(temp)
+            size, digest = _size_and_sha256(temp)
+            if not in_place and _size_and_sha256(source)[1] != digest:
+                raise OSError(f"adopt_video({stem!r}): the copy of {source} differs from it")
+            sidecar = {
+                "stem": stem, "adopted": True, "fingerprint": self.fingerprint,
+                "settings_fingerprint": self.settings_fingerprint, "kernel": None,
+                "settings": self.settings, "settings_assumed": True,
+                "provenance": dict(provenance), "checks": dict(checks),
+                "width": checks["width"], "height": checks["height"], "frames": checks["frames"],
+                "fps": checks["fps"], "bytes": size, "sha256": digest, "written_at": time.time(),
+                "host": this_host(), "pid": os.getpid(),
+            }
+            write_json_atomic(self.adopted_dir / f"{stem}.json",
+                              {"stem": stem, "at": time.time(), "from": provenance.get("from")})
+            write_json_atomic(self.record_path(stem), sidecar)
+            if not in_place:
+                os.replace(temp, final)
+            fsync_dir(self.dir)
+        except BaseException:
+            if not in_place:
+                temp.unlink(missing_ok=True)
+            raise
+        return final
 
     def remove_stale_temps(self) -> list[str]:
         """Delete temp files of writers that are gone. A temp is kept while its writer may
