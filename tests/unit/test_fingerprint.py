@@ -122,3 +122,19 @@ def test_a_chunk_whose_kernel_differs_from_the_folder_is_refused_before_generati
     record = json.loads(run.chunk_record(0).read_text())
     assert record["state"] == "failed" and "refused before generating" in record["error"]
     assert "'cudnn' -> 'math'" in record["error"] and not list((tmp_path / "out").glob("*.mp4"))
+
+
+def test_a_read_only_check_on_the_login_side_reads_the_pinned_kernel(tmp_path):
+    cfg = _cfg(f"output.dir={tmp_path}", "generate.frame_num=5")
+    OutputStore.for_config(cfg, kernel="cudnn").write_video("a", FRAMES, 24)
+    login = OutputStore.for_config(cfg)  # no check_settings: status and tests check directly
+    assert login.is_done("a") and login.kernel == "cudnn"
+
+
+def test_plan_notes_an_explicit_kernel_under_exact_and_the_pinned_one(tmp_path, synthetic_bench):
+    over = [f"output.dir={tmp_path}", f"bench.root={synthetic_bench(2)}", "generate.frame_num=5"]
+    assert not any("attention" in n for n in build_plan(_cfg(*over)).notes)  # official: the seed's
+    OutputStore.for_config(_cfg(*over), kernel="cudnn").check_settings()
+    notes = build_plan(_cfg(*over, "generate.attention=cudnn")).notes
+    assert any("generate.attention=cudnn under generate.exact=true: not the seed's" in n for n in notes)
+    assert any("use the cudnn attention kernel (pinned" in n for n in notes), notes

@@ -215,8 +215,7 @@ class OutputStore:
         path = self.meta / "kernel.json"
         pinned = (read_json_object(path) or {}).get("kernel")
         if self.kernel is None:
-            if pinned:
-                self._use_kernel(pinned)
+            self._read_pinned_kernel()
             return []
         mine = {"kernel": self.kernel, "pinned_at": time.time(), "host": this_host(),
                 "job_id": current_job_id(), "previous": []}
@@ -236,6 +235,11 @@ class OutputStore:
         write_json_atomic(path, {**mine, "previous": previous})
         return [f"attention kernel changed (allowed by output.allow_settings_mismatch): "
                 f"{pinned} -> {self.kernel}; videos of {pinned} are regenerated"]
+
+    def _read_pinned_kernel(self) -> None:
+        pinned = (read_json_object(self.meta / "kernel.json") or {}).get("kernel")
+        if pinned:
+            self._use_kernel(pinned)
 
     def _use_kernel(self, kernel: str) -> None:
         self.kernel = kernel
@@ -352,6 +356,8 @@ class OutputStore:
         record = self.read_record(stem)
         if record is None:
             return "bad", "no sidecar record (not written by wmsub, or its record is unreadable)"
+        if self.kernel is None and not self._settings_checked:
+            self._read_pinned_kernel()  # read-only: a check never locks the folder
         if not self._made_with_these_settings(record):
             return "other_settings", f"made with settings {record.get('fingerprint')}"
         if record.get("bytes") != size:
