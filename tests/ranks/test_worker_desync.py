@@ -62,3 +62,14 @@ def test_exit_bound_ends_a_process_that_cannot_exit_by_itself():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=25)
     assert proc.returncode == -signal.SIGALRM
     assert time.time() - t0 < 20
+
+
+def test_the_generation_job_ends_every_task_once_one_exits_with_an_error(tmp_path):
+    """Under Slurm the failure bound also rests on srun ending the other ranks at once."""
+    from wmsub.config import load_config
+    from wmsub.login.submission import sbatch_preview
+    from wmsub.state.runs import RunFolder
+    cfg = load_config("configs/smoke.yaml", [f"run.logs_dir={tmp_path}"])
+    script = sbatch_preview(cfg, RunFolder(tmp_path / "DRY-RUN"), 2)
+    (srun,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert "--kill-on-bad-exit=1" in srun, srun

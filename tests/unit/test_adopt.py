@@ -158,3 +158,8 @@ def test_adopt_refuses_a_folder_of_other_settings(old_folder, capsys):
     assert _cli("adopt", "--config", "configs/smoke.yaml", *over, "generate.seed=7") == 1
     err = capsys.readouterr().err
     assert "nothing was adopted" in err and "generate.seed: 42 -> 7" in err, err
+
+
+def test_help_names_adopt(capsys):
+    assert _cli("--help") == 0
+    assert "launch.py adopt [--config FILE] [key=value ...] [--from DIR]" in capsys.readouterr().out
