@@ -162,4 +162,5 @@ def test_adopt_refuses_a_folder_of_other_settings(old_folder, capsys):
 
 def test_help_names_adopt(capsys):
     assert _cli("--help") == 0
-    assert "launch.py adopt [--config FILE] [key=value ...] [--from DIR]" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "launch.py adopt [-h] [--config CONFIG] [--from DIR] [key=value ...]" in out, out
