@@ -3,7 +3,7 @@ engine collective (or, with `stuck_rank`, is stuck in a C call and never answers
 chunk worker must record the failure with its reason and end every rank within the chunk's
 own bound (`node.ranks.failure_bound_s`), leaving no video and no live claim.
 
-Used by tests/unit/test_worker_desync.py (gloo on CPU) and by tools/two_gpu.py --failure
+Used by tests/ranks/test_worker_desync.py (gloo on CPU) and by tools/two_gpu.py --failure
 (NCCL on GPU). The only injected parts are the failure itself (`WanTI2VEngine._guided` raises
 on one rank at one denoising step) and, optionally, a rank that blocks there instead.
 """
