@@ -111,11 +111,15 @@ install_packages() {
 
 # Ports and timings come from the environment (or these defaults) on every `up`; only the
 # database password is generated once per folder and kept.
-load_settings() {
+load_ports() {
     SLURMCTLD_PORT=${WMSUB_CLUSTER_SLURMCTLD_PORT:-6817}
     SLURMD_PORT=${WMSUB_CLUSTER_SLURMD_PORT:-6818}
     SLURMDBD_PORT=${WMSUB_CLUSTER_SLURMDBD_PORT:-6819}
     DB_PORT=${WMSUB_CLUSTER_DB_PORT:-3306}
+}
+
+load_settings() {
+    load_ports
     # Requeued jobs wait cred_expire + 1 s (slurm/README.md); Slurm's minimum is 5.
     CRED_EXPIRE=${WMSUB_CLUSTER_CRED_EXPIRE:-10}
     # 0 sends the job's signal together with SIGTERM, which kills submitit's
@@ -202,6 +206,74 @@ start_munged() {
         --seed-file="$DIR/munge/munged.seed" 9>&- ||
         die "munged failed to start" "$(log_file munged)"
     wait_until 20 munged "$(log_file munged)" bash -c "munge -n -S '$sock' | unmunge -S '$sock'"
+}
+
+# ---- preflight: everything `up` must know before it changes a file or starts a process ----
+
+# The pids listening on TCP port $1, from /proc (no ss or lsof needed), one per line.
+port_listeners() {
+    local hex inode
+    hex=$(printf ':%04X' "$1")
+    for inode in $(awk -v p="$hex" 'FNR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { print $10 }' \
+        /proc/net/tcp /proc/net/tcp6 2>/dev/null | sort -u); do
+        # processes come and go while find walks /proc: its exit status means nothing here
+        { find /proc/[0-9]*/fd -maxdepth 1 -lname "socket:\[$inode\]" 2>/dev/null || true; } | cut -d/ -f3
+    done | sort -u
+}
+
+port_answers() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# "pid 123 (mariadbd --defaults-file=/x/etc/my.cnf)": who holds a port, as /proc tells it.
+describe_pid() {
+    local cmd
+    cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | cut -c1-160)
+    echo "pid $1 (${cmd% })"
+}
+
+# One problem line per taken port that our own running daemon does not hold.
+check_port() {  # check_port PORT DAEMON SETTING
+    local holders pid ours
+    holders=$(port_listeners "$1" || true)
+    if [[ -z $holders ]] && ! port_answers "$1"; then
+        return 0
+    fi
+    ours=$(running_pid "$2" 2>/dev/null || true)
+    if [[ -n $ours ]] && { [[ -z $holders ]] || grep -qx "$ours" <<<"$holders"; }; then
+        return 0  # this folder's daemon, already up
+    fi
+    local who="another process"
+    [[ -n $holders ]] && who=$(for pid in $holders; do describe_pid "$pid"; done | paste -sd ' ' -)
+    PROBLEMS+=("port $1 ($2) is already taken by $who, perhaps the dev cluster of another checkout: stop that one with its 'bash slurm/devcluster.sh down', or pick a free port with $3=<port>")
+}
+
+# The client slurm.conf names the cluster every Slurm command talks to: never take it from
+# another folder's cluster while that one runs.
+check_client_conf() {
+    [[ -n $CLIENT_CONF && -f $CLIENT_CONF ]] || return 0
+    local owner
+    owner=$(sed -n "1s|^$MARKER from \(.*\)/etc/slurm.conf\$|\1|p" "$CLIENT_CONF")
+    [[ -n $owner && $owner != "$DIR" ]] || return 0
+    if (DIR=$owner; running_pid slurmctld >/dev/null); then
+        PROBLEMS+=("$CLIENT_CONF belongs to the running dev cluster in $owner; 'up' here would point every Slurm client at this one: stop that one with its 'bash slurm/devcluster.sh down', or set WMSUB_CLUSTER_CLIENT_CONF='' and use SLURM_CONF=$DIR/etc/slurm.conf")
+    fi
+}
+
+# Every check at once, before anything changes: a clash leaves both clusters as they were.
+preflight() {
+    PROBLEMS=()
+    load_ports
+    check_port "$DB_PORT" mariadbd WMSUB_CLUSTER_DB_PORT
+    check_port "$SLURMDBD_PORT" slurmdbd WMSUB_CLUSTER_SLURMDBD_PORT
+    check_port "$SLURMCTLD_PORT" slurmctld WMSUB_CLUSTER_SLURMCTLD_PORT
+    check_port "$SLURMD_PORT" slurmd WMSUB_CLUSTER_SLURMD_PORT
+    check_client_conf
+    ((${#PROBLEMS[@]} == 0)) && return 0
+    log "ERROR: $DIR: nothing was changed or started:"
+    local problem
+    for problem in "${PROBLEMS[@]}"; do
+        echo "  - $problem" >&2
+    done
+    exit 1
 }
 
 # A port that answers before our daemon runs belongs to someone else, most often the dev
@@ -295,8 +367,11 @@ wait_for_node() {
 
 cmd_up() {
     [[ $(id -u) -eq 0 ]] || die "devcluster.sh must run as root (it starts munged, MariaDB and Slurm daemons)"
+    DIR=$(realpath -m "$DIR")
+    preflight  # before the folder, the lock, packages, configs or daemons
     DIR=$(absolute_dir "$DIR")
     lock_cluster
+    preflight  # again under the lock: another `up` may have started meanwhile
     install_packages
     prepare_folder
     export SLURM_CONF=$DIR/etc/slurm.conf

@@ -22,7 +22,8 @@ and rewrites --out after every phase:
 
 `--tiny` runs phases 2-4 on CPU with gloo (a smoke test of this script; the official class
 cannot be built without CUDA). The failure run (one rank raising mid-video in the chunk
-worker) is `python tools/two_gpu.py --failure`, a separate pair of processes.
+worker) is `python tools/two_gpu.py --failure`, a separate pair of processes; it prints
+`hung`, the return codes, the chunk's bound (`bound_s`) and the measured `measured_s`.
 """
 from __future__ import annotations
 
@@ -273,19 +274,26 @@ def cfg_phases(args, img, rank, world, full, res, save, t_start):
 
 
 def failure_run(args) -> dict:
+    """One rank raises mid-video in the real chunk worker (2 processes, NCCL on GPU). The
+    JSON says whether anything hung, each rank's return code, the chunk's stated bound
+    (node.ranks.failure_bound_s) and the measured time from the failure to each rank's end."""
     from tests.helpers.desync_scenario import launch, outcome, prepare
     from wmsub.dev.checkpoints import build_tiny_checkpoint
     from wmsub.dev.synthetic import write_synthetic_benchmark
     tmp = Path(args.failure_dir)
-    tmp.mkdir(parents=True, exist_ok=True)
+    if tmp.exists():  # a previous run's folder would already hold the desync run
+        import shutil
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
     ckpt = build_tiny_checkpoint(tmp / "tiny_ckpt", seed=0)
     bench = write_synthetic_benchmark(tmp / "bench", n=2, seed=0)
     device = "cpu" if args.tiny else "cuda"
-    spec = prepare(tmp, bench, ckpt, device=device, timeout_s=args.failure_timeout_s)
-    result = launch(spec, wait_s=args.failure_timeout_s * 4 + 60)
+    spec = prepare(tmp, bench, ckpt, device=device, timeout_s=args.failure_timeout_s,
+                   attention=args.attention, stuck_rank=0 if args.failure_stuck else None)
+    result = launch(spec, startup_s=args.failure_startup_s)
     logs = result.pop("logs")
     result.update(outcome(spec), device=device, dist_timeout_s=args.failure_timeout_s,
-                  log_tails=[text[-1500:] for text in logs])
+                  stuck_peer=args.failure_stuck, log_tails=[text[-1500:] for text in logs])
     return result
 
 
@@ -305,7 +313,12 @@ def parse_args(argv=None):
     p.add_argument("--skip-cfg", action="store_true", help="without phases 2-4")
     p.add_argument("--failure", action="store_true", help="the one-rank failure run instead")
     p.add_argument("--failure-dir", default="/tmp/wmsub_two_gpu_failure")
-    p.add_argument("--failure-timeout-s", type=int, default=20)
+    p.add_argument("--failure-timeout-s", type=int, default=20,
+                   help="generate.dist_timeout_s of the failure run")
+    p.add_argument("--failure-startup-s", type=float, default=300,
+                   help="how long the failure run may take to reach the failure")
+    p.add_argument("--failure-stuck", action="store_true",
+                   help="the peer blocks in a C call instead of waiting in a collective")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
     if args.tiny:

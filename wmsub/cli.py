@@ -146,6 +146,13 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. bench.root=...")
 
 
+def _adopt_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_args(p)
+    p.add_argument("--from", dest="source", default=None, metavar="DIR",
+                   help="a folder of <stem>.mp4 made elsewhere, copied in when valid "
+                        "(default: the mp4s without a sidecar already in output.dir)")
+
+
 @dataclass(frozen=True)
 class Command:
     help: str                                              # one line: the command list and its --help
@@ -171,6 +178,8 @@ COMMANDS: dict[str, Command] = {
                       "HTML explorer", _report_arguments),
     "judge": Command(JUDGE_HELP, _judge_arguments),
     "compare": Command(COMPARE_HELP, _compare_arguments),
+    "adopt": Command("check mp4s made without wmsub (output.dir, or --from DIR) and adopt the "
+                     "valid ones; quarantine the rest", _adopt_arguments),
 }
 
 
@@ -522,4 +531,22 @@ def cmd_compare(args) -> int:
     a, b = resolve_side(args.a, _logs(args)), resolve_side(args.b, _logs(args))
     out = compare(a, b, Path(args.out), cfg=cfg)
     print(f"compare written: {out / 'compare.md'} (also compare.html, compare.json)")
+    return 0
+
+
+def cmd_adopt(args) -> int:
+    """Adopt mp4s made without wmsub (output.dir, or copied from --from DIR) after a full check."""
+    from wmsub.benchmark.manifest import ManifestError
+    from wmsub.login.adopt import adopt
+    from wmsub.state.store import SettingsMismatch
+    cfg, _ = _load(args)
+    try:
+        report = adopt(cfg, args.source)
+    except ManifestError as e:
+        print(f"benchmark validation failed; nothing was adopted.\n{e}", file=sys.stderr)
+        return 1
+    except SettingsMismatch as e:
+        print(f"output folder refused; nothing was adopted.\n{e}", file=sys.stderr)
+        return 1
+    print(report.summary(Path(cfg.output.dir), Path(args.source) if args.source else None))
     return 0

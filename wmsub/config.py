@@ -74,7 +74,9 @@ class GenerateConfig:
     parallel: str = "sp"  # sp | cfg | dp | none
     device: str = "auto"  # auto | cuda | cpu
     exact: bool = True  # bitwise the official computation; false enables the fast path
-    attention: str = "auto"  # auto | flash3 | flash2 | cudnn | flash | efficient | math
+    # official: the seed's (flash3 when installed, else flash2); auto: official when exact,
+    # else the fastest installed; resolved on the node (wmsub/node/kernel.py)
+    attention: str = "auto"  # auto | official | flash3 | flash2 | cudnn | flash | efficient | math
     compile: bool = False  # torch.compile each DiT block (fast path)
     fast_blocks: bool = False  # bf16 modulation/RoPE instead of the official fp32 (fast path)
     offload_t5: bool = False  # move T5 off the GPU after encoding (the seed kept it: offload_model=False)
@@ -160,13 +162,15 @@ CHOICES = {
     "generate.sample_solver": ("unipc", "dpm++"),
     "generate.parallel": ("sp", "cfg", "dp", "none"),
     "generate.device": ("auto", "cuda", "cpu"),
-    "generate.attention": ("auto", "flash3", "flash2", "cudnn", "flash", "efficient", "math"),
+    "generate.attention": ("auto", "official", "flash3", "flash2", "cudnn", "flash", "efficient", "math"),
     "generate.vae_dtype": ("float32", "bfloat16"),
     "slurm.executor": ("auto", "slurm", "local"),
 }
 
 # Settings that change the pixels of a video. Changing any of them makes existing
-# outputs incomparable; the output store refuses such a folder (see store.py).
+# outputs incomparable; the output store refuses such a folder (see store.py). The
+# parallel mode joins them in settings_fingerprint (as parallel_numerics), and the
+# attention kernel, resolved on the node, through the store's per-folder pin.
 FINGERPRINT_KEYS = (
     "model.name", "bench.prompt_mode",
     "generate.max_area", "generate.frame_num", "generate.sampling_steps",
@@ -384,12 +388,37 @@ def get_key(cfg: Config, key: str):
     return getattr(getattr(cfg, section), name)
 
 
+def parallel_numerics(mode: str, ranks: int) -> str:
+    """The parallel mode as far as it changes the numbers: `cfg` and `dp` are bitwise
+    `none` (tested), and `sp` on one rank runs as `none`; `sp` on N ranks is "sp:N"
+    (each rank's GEMMs see other row blocks, and FSDP keeps bf16 params)."""
+    return f"sp:{ranks}" if mode == "sp" and ranks > 1 else "none"
+
+
+def _short_hash(settings: dict) -> str:
+    blob = json.dumps(settings, sort_keys=True, ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
 def settings_fingerprint(cfg: Config) -> tuple[str, dict]:
-    """The settings that change pixels, and a short hash of them."""
+    """The settings that change pixels and the login node knows, and a short hash of them.
+
+    The attention kernel is not here: only the compute node can resolve it; the output
+    store pins each folder to one kernel and folds it into each video's fingerprint
+    (`state.store.video_fingerprint`, docs/ENGINE.md).
+    """
     settings = {k: get_key(cfg, k) for k in FINGERPRINT_KEYS}
     settings["generate.negative_prompt"] = cfg.negative_prompt
-    blob = json.dumps(settings, sort_keys=True, ensure_ascii=False).encode()
-    return hashlib.sha256(blob).hexdigest()[:16], settings
+    settings["generate.parallel"] = parallel_numerics(cfg.generate.parallel, cfg.slurm.gpus_per_job)
+    return _short_hash(settings), settings
+
+
+def legacy_settings_fingerprint(cfg: Config) -> str:
+    """The fingerprint the same settings had before the parallel mode and the kernel were
+    part of it: how folders made then are recognised (and kept) by the output store."""
+    settings = {k: get_key(cfg, k) for k in FINGERPRINT_KEYS}
+    settings["generate.negative_prompt"] = cfg.negative_prompt
+    return _short_hash(settings)
 
 
 PATH_KEYS = ("run.logs_dir", "bench.root", "output.dir", "model.checkpoint_dir",

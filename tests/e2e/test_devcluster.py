@@ -174,3 +174,55 @@ def test_up_on_ports_another_cluster_holds_says_so_at_once(slurm_cluster):
         purge = devcluster("down", "--purge", env=env)
     assert purge.returncode == 0 and not folder.exists(), purge.stdout + purge.stderr
     assert "UP" in run(["scontrol", "ping"])  # the running cluster is untouched
+
+
+def _munged_pids() -> set[int]:
+    return {int(p) for p in run(["pgrep", "-x", "munged"], check=False).split()}
+
+
+def test_up_beside_a_foreign_cluster_changes_no_file_and_starts_nothing(slurm_cluster):
+    # Cluster A: a running throwaway cluster of ours with its own ports and client conf.
+    # Folder B: a second checkout whose `up` asks for the same ports and client conf path.
+    base = Path(tempfile.mkdtemp(prefix="wmsub-devcluster-two-", dir="/var/tmp"))
+    base.chmod(0o755)  # munged and mariadbd run as their own users
+    folder_a, folder_b, client_conf = base / "a", base / "b", base / "client-slurm.conf"
+    ports = dict(zip(("SLURMCTLD", "SLURMD", "SLURMDBD", "DB"), _free_ports(4)))
+    env_a = {"WMSUB_CLUSTER_DIR": str(folder_a), "WMSUB_CLUSTER_CLIENT_CONF": str(client_conf),
+             **{f"WMSUB_CLUSTER_{k}_PORT": str(v) for k, v in ports.items()}}
+    env_b = {**env_a, "WMSUB_CLUSTER_DIR": str(folder_b)}
+    a_conf = {"SLURM_CONF": str(folder_a / "etc" / "slurm.conf")}
+    try:
+        up = devcluster("up", env=env_a)
+        assert up.returncode == 0, up.stdout + up.stderr
+        pids_a = daemon_pids(devcluster("status", env=env_a).stdout)
+        conf_before = (client_conf.read_bytes(), client_conf.stat().st_mtime_ns)
+        munged_before = _munged_pids()
+
+        clash = devcluster("up", env=env_b, timeout_s=60)
+        assert clash.returncode != 0
+        for port, daemon in ((ports["DB"], "mariadbd"), (ports["SLURMDBD"], "slurmdbd"),
+                             (ports["SLURMCTLD"], "slurmctld"), (ports["SLURMD"], "slurmd")):
+            # every clash at once, naming the port, the process holding it and the fix
+            assert f"port {port} ({daemon}) is already taken by pid {pids_a[daemon]}" in clash.stderr, clash.stderr
+        assert f"{client_conf} belongs to the running dev cluster in {folder_a}" in clash.stderr
+        assert "nothing was changed or started" in clash.stderr
+        assert not folder_b.exists()  # not even its folder or lock
+        assert (client_conf.read_bytes(), client_conf.stat().st_mtime_ns) == conf_before
+        assert _munged_pids() == munged_before  # no second munged
+        assert daemon_pids(devcluster("status", env=env_a).stdout) == pids_a
+        assert "idle" in run(["sinfo", "-h", "-o", "%T"], env=a_conf)  # A still schedules
+
+        # free ports, but the client conf is A's while A runs: refused as well
+        free = dict(zip(("SLURMCTLD", "SLURMD", "SLURMDBD", "DB"), _free_ports(4)))
+        env_c = {**env_b, **{f"WMSUB_CLUSTER_{k}_PORT": str(v) for k, v in free.items()}}
+        conf_only = devcluster("up", env=env_c, timeout_s=60)
+        assert conf_only.returncode != 0 and "is already taken" not in conf_only.stderr
+        assert "belongs to the running dev cluster" in conf_only.stderr, conf_only.stderr
+        assert not folder_b.exists() and client_conf.read_bytes() == conf_before[0]
+    finally:
+        purge = devcluster("down", "--purge", env=env_a)
+        import shutil
+        shutil.rmtree(base, ignore_errors=True)
+    assert purge.returncode == 0, purge.stdout + purge.stderr
+    assert "UP" in run(["scontrol", "ping"])  # the shared cluster is untouched
+    assert run(["sinfo", "-h", "-o", "%T"]).strip()

@@ -26,12 +26,12 @@ def _assert_all_valid(run_dir, stems):
     out = store.out_dir if hasattr(store, "out_dir") else None
     for stem in stems:
         assert store.is_done(stem, verify="decode"), f"{stem} is not a valid finished video"
-    from wmsub.config import settings_fingerprint
-    fp, _ = settings_fingerprint(cfg)
+    assert store.kernel == "math"  # the login side reads the kernel the node pinned
     records = {p.stem: json.loads(p.read_text())
                for p in (run_dir.parents[1] / "outputs" / ".wmsub" / "records").glob("*.json")}
     for stem in stems:
-        assert records[stem]["fingerprint"] == fp
+        assert records[stem]["fingerprint"] == store.fingerprint
+        assert records[stem]["kernel"] == "math"
     leftovers = list((run_dir.parents[1] / "outputs").glob(".*.tmp"))
     assert not leftovers, f"partial files left: {leftovers}"
     return out

@@ -20,3 +20,17 @@ def test_two_gpu_tool_runs_on_two_cpu_ranks(tmp_path):
     for mode in ("sp", "cfg"):
         assert res[mode]["s_per_step"] > 0 and res[mode]["videos_per_hour_per_job"] > 0, res
     assert len(res["dp"]["ranks"]) == 2, res
+
+
+def test_failure_run_prints_hung_return_codes_and_the_measured_bound(tmp_path):
+    """`python tools/two_gpu.py --failure` (here on 2 CPU ranks): the JSON the GPU run gives."""
+    from wmsub.node.ranks import DESYNC_EXIT_CODE, failure_bound_s
+    cmd = [sys.executable, "tools/two_gpu.py", "--failure", "--tiny", "--failure-timeout-s", "10",
+           "--failure-dir", str(tmp_path / "failure")]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout)
+    assert res["hung"] is False and res["within_bound"] is True, res
+    assert res["returncodes"] == [DESYNC_EXIT_CODE, DESYNC_EXIT_CODE], res
+    assert res["bound_s"] == failure_bound_s(10) and 0 < res["measured_s"] <= res["bound_s"], res
+    assert res["chunk_state"] == "failed" and res["live_claims"] == [], res

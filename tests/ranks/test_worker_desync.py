@@ -1,9 +1,11 @@
-"""A rank that fails alone mid-video (2 gloo ranks, sp, the real chunk worker)."""
+"""A rank that fails alone mid-video (2 gloo ranks, sp, the real chunk worker) ends the whole
+chunk within the chunk's own bound (node.ranks.failure_bound_s), measured here."""
 from __future__ import annotations
 
 import pytest
 
 from tests.helpers.desync_scenario import INJECTED, launch, outcome, prepare
+from wmsub.node.ranks import DESYNC_EXIT_CODE, failure_bound_s
 
 pytestmark = [pytest.mark.filterwarnings("ignore:CUDA is not available"),
               pytest.mark.filterwarnings("ignore:`torch.cuda.amp.autocast")]
@@ -12,16 +14,36 @@ pytestmark = [pytest.mark.filterwarnings("ignore:CUDA is not available"),
 def test_one_rank_failing_mid_video_is_recorded_and_ends_the_chunk(tmp_path, synthetic_bench,
                                                                     tiny_checkpoint):
     spec = prepare(tmp_path, synthetic_bench(2), tiny_checkpoint, device="cpu", timeout_s=10)
-    result = launch(spec, wait_s=240)
+    result = launch(spec, startup_s=240)
     logs = "\n".join(result["logs"])[-6000:]
-    assert not result["hung"], logs
-    # the peer's collective timed out (10 s) instead of hanging; both ranks stop the chunk
-    assert all(rc != 0 for rc in result["returncodes"]), logs
+    assert not result["hung"] and result["within_bound"], (result["ended_after_failure_s"], logs)
+    assert result["bound_s"] == failure_bound_s(10)
+    # the peer's collective timed out (10 s) instead of hanging; both ranks recorded the
+    # desync and ended before the teardown, with the desync exit code
+    assert result["returncodes"] == [DESYNC_EXIT_CODE, DESYNC_EXIT_CODE], logs
     state = outcome(spec)
     (stem, failure), = state["failures"].items()
     assert failure["attempts"] == 1 and INJECTED in failure["reason"], state
     assert state["videos"] == [] and state["claims"] == [], state
     assert state["chunk_state"] == "failed" and "failed differently" in state["chunk_error"], state
+
+
+def test_a_peer_that_never_answers_is_ended_within_the_bound(tmp_path, synthetic_bench,
+                                                             tiny_checkpoint):
+    """Rank 0 blocks in a C call where rank 1 fails (like a CUDA sync that never returns):
+    neither its collective timeout nor the exchange can end it. The failing rank's own
+    deadline records why, ends the peer and exits, within the bound."""
+    spec = prepare(tmp_path, synthetic_bench(2), tiny_checkpoint, device="cpu", timeout_s=5,
+                   stuck_rank=0)
+    result = launch(spec, startup_s=240)
+    logs = "\n".join(result["logs"])[-6000:]
+    assert not result["hung"] and result["within_bound"], (result["ended_after_failure_s"], logs)
+    assert result["returncodes"] == [-9, DESYNC_EXIT_CODE], logs
+    state = outcome(spec)
+    (stem, failure), = state["failures"].items()
+    assert failure["attempts"] == 1 and INJECTED in failure["reason"], state
+    assert state["chunk_state"] == "failed" and "did not answer within 35 s" in state["chunk_error"], state
+    assert state["videos"] == [] and state["live_claims"] == [], state
 
 
 def test_exit_bound_ends_a_process_that_cannot_exit_by_itself():
@@ -40,3 +62,14 @@ def test_exit_bound_ends_a_process_that_cannot_exit_by_itself():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=25)
     assert proc.returncode == -signal.SIGALRM
     assert time.time() - t0 < 20
+
+
+def test_the_generation_job_ends_every_task_once_one_exits_with_an_error(tmp_path):
+    """Under Slurm the failure bound also rests on srun ending the other ranks at once."""
+    from wmsub.config import load_config
+    from wmsub.login.submission import sbatch_preview
+    from wmsub.state.runs import RunFolder
+    cfg = load_config("configs/smoke.yaml", [f"run.logs_dir={tmp_path}"])
+    script = sbatch_preview(cfg, RunFolder(tmp_path / "DRY-RUN"), 2)
+    (srun,) = [line for line in script.splitlines() if line.startswith("srun ")]
+    assert "--kill-on-bad-exit=1" in srun, srun

@@ -258,6 +258,8 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
     report["path"] = str(report_md)
 
     totals = _totals(cfg, plan, chunks, records, jobs, acct, done_stems, now)
+    # made elsewhere and taken in by `launch.py adopt` (settings assumed, not measured)
+    totals["adopted"] = len(store.listed_adopted(done_stems) & set(plan.stems))
     local_active = any(c["state"] in sq.ACTIVE_STATES for c in chunks if not c["job_id"]
                        or chunk_jobs.get(c["index"], ("", {}))[1].get("executor", "slurm") != "slurm")
     slurm_active = any(j.state in sq.ACTIVE_STATES for j in queue.values())

@@ -109,6 +109,7 @@ def make_plan(cfg: Config, manifest: Manifest, store: OutputStore, *, verify: st
               retry_failed: bool = False) -> Plan:
     notes = list(manifest.notes)
     notes.extend(store.check_settings())
+    notes.extend(kernel_notes(cfg, store.kernel))
     scan = store.scan(manifest.stems, verify or cfg.output.verify, retry_failed=retry_failed)
     notes.extend(f"quarantined {s}.mp4: {why}" for s, why in scan.quarantined)
     if scan.other_settings:
@@ -129,6 +130,20 @@ def make_plan(cfg: Config, manifest: Manifest, store: OutputStore, *, verify: st
                 failed=scan.failed, quarantined=scan.quarantined, notes=notes, chunks=chunks,
                 claimed=scan.claimed, fingerprint=store.fingerprint, chunk_rule=rule,
                 output_sizes=dict(sizes.most_common()))
+
+
+def kernel_notes(cfg: Config, pinned: str | None) -> list[str]:
+    """What the plan says about the attention kernel (resolved on the node, docs/ENGINE.md)."""
+    notes = []
+    attention = cfg.generate.attention
+    if cfg.generate.exact and attention not in ("auto", "official"):
+        notes.append(f"generate.attention={attention} under generate.exact=true: not the seed's "
+                     "kernel (the official flash_attention: FlashAttention 3 when installed, else 2); "
+                     "your explicit choice, ~2e-3 per forward from it, recorded in the fingerprint")
+    if pinned:
+        notes.append(f"this output folder's videos use the {pinned} attention kernel (pinned by its "
+                     "first chunk); a chunk that resolves another is refused before it generates")
+    return notes
 
 
 def chunk_count(cfg: Config, total_s: float, n_pending: int) -> tuple[int, str]:

@@ -96,11 +96,14 @@ def _generation_sbatch_params(cfg: Config, run: RunFolder) -> dict:
     gpus = s.gpus_per_job
     additional = {"requeue": True} if s.requeue else {}
     additional.update(s.additional)
+    # a rank that exits with an error ends its peers at once instead of leaving them in a
+    # collective that cannot complete (the failure bound, node/ranks.failure_bound_s)
     return dict(job_name=job_name(run.name, "gen"), nodes=1, ntasks_per_node=gpus,
                 gres=_gres(s.gpu_type, gpus), cpus_per_task=s.cpus_per_task, mem=f"{s.mem_gb}GB",
                 time=s.time_min, signal_delay_s=s.signal_delay_s,
                 array_parallelism=s.array_parallelism, setup=job_setup_lines(s.setup),
-                additional_parameters=additional, srun_args=list(s.srun_args),
+                additional_parameters=additional,
+                srun_args=["--kill-on-bad-exit=1", *s.srun_args],
                 **_slurm_common(cfg))
 
 

@@ -138,6 +138,9 @@ def status_lines(status: dict, width: int = 100):
                           f"{ago}) {check['folder']}/result.json",
                           style="" if check["ok"] else "red"))
         lines.extend(Text(f"   {p}") for p in check["problems"][:5])
+    if t.get("adopted"):
+        lines.append(Text(f"adopted: {t['adopted']} of the done videos were made elsewhere "
+                          "(launch.py adopt; their settings are assumed, not measured)"))
     if not status["sacct"]:
         lines.append(Text(f"sacct unavailable ({status['sacct_error']}): states from squeue and the outputs"))
     if status.get("squeue_error"):

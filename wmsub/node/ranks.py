@@ -6,12 +6,38 @@ this module only moves small objects between ranks and ends processes that canno
 """
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import signal
+import socket
+import threading
+from typing import Callable
 
 import submitit
 
-DESYNC_EXIT_S = 60  # time for submitit to write the failed result before the process ends
+log = logging.getLogger("wmsub.node.ranks")
+
+# After a rank's own failure mid-video its peers may sit inside an engine collective until
+# generate.dist_timeout_s; they then reach the error exchange within this much more.
+EXCHANGE_SLACK_S = 30
+# From giving up (failure recorded) to the end of the process: submitit writes its result,
+# then an atexit hook ends the process before the NCCL teardown, which blocked on 2 H100s.
+DESYNC_EXIT_S = 15
+DESYNC_EXIT_CODE = 3
+
+
+def failure_bound_s(dist_timeout_s: int) -> int:
+    """The chunk's stated bound: seconds from one rank's own failure mid-video until every
+    rank of its group (on one host) has ended, whatever blocks.
+
+    The failing rank arms an ExitDeadline of dist_timeout_s + EXCHANGE_SLACK_S before its
+    first call that can block; at expiry it records why, ends its peers on this host and
+    exits, and a SIGALRM DESYNC_EXIT_S later ends it even if no Python can run. A peer
+    inside a collective is ended by that, by NCCL's watchdog (dist_timeout_s) or, under
+    Slurm, by srun --kill-on-bad-exit once the failing rank has exited.
+    """
+    return dist_timeout_s + EXCHANGE_SLACK_S + DESYNC_EXIT_S
 
 
 class RankDesync(RuntimeError):
@@ -107,6 +133,82 @@ def exit_within(seconds: int) -> None:
     """
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.alarm(seconds)
+
+
+def exit_before_teardown(code: int = DESYNC_EXIT_CODE) -> None:
+    """End the process with `code` as soon as the interpreter starts to exit: after submitit
+    has written its result (atexit runs first), before the process groups are torn down."""
+    atexit.register(os._exit, code)
+
+
+class ExitDeadline:
+    """Ends this process `seconds` from now unless cancelled.
+
+    At expiry a thread runs `last_words` (record why, end the peers) and calls os._exit; a
+    SIGALRM at its default action DESYNC_EXIT_S later ends the process even when the main
+    thread holds the interpreter in a blocked C call. Armed by the main thread.
+    """
+
+    def __init__(self, seconds: float, last_words: Callable[[], None]):
+        self.seconds = seconds
+        self._last_words = last_words
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def arm(self) -> "ExitDeadline":
+        exit_within(int(self.seconds) + DESYNC_EXIT_S)
+        self._timer.start()
+        return self
+
+    def cancel(self) -> None:
+        """The group answered: nothing to end (the alarm goes too)."""
+        self._timer.cancel()
+        signal.alarm(0)
+
+    def disarm_timer(self) -> None:
+        """Leave the ending to the caller, keeping the alarm as the backstop."""
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        try:
+            self._last_words()
+        except BaseException:  # noqa: BLE001 - the exit must happen whatever
+            log.exception("recording the failure before the forced exit")
+        finally:
+            logging.shutdown()
+            os._exit(DESYNC_EXIT_CODE)
+
+
+def rank_addresses(ctx) -> list[tuple[str, int]]:
+    """(host, pid) of every rank of the job, exchanged once over the control group."""
+    me = (socket.gethostname(), os.getpid())
+    if ctx.world_size <= 1 or ctx.control_group is None:
+        return [me]
+    import torch.distributed as dist
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, me, group=ctx.control_group)
+    return [tuple(a) for a in out]
+
+
+def end_peers_on_this_host(addresses: list[tuple[str, int]]) -> list[int]:
+    """SIGKILL the other ranks that run on this host (a peer stuck inside a collective can
+    neither answer nor be interrupted otherwise); returns the pids signalled."""
+    host, me = socket.gethostname(), os.getpid()
+    ended = []
+    for peer_host, pid in addresses:
+        if peer_host == host and pid != me:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                ended.append(pid)
+            except (ProcessLookupError, PermissionError):
+                pass
+    return ended
+
+
+def abort_on_collective_timeout() -> None:
+    """NCCL's watchdog ends a process whose collective passed generate.dist_timeout_s
+    (PyTorch's default; stated here because the failure bound relies on it)."""
+    os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "3")
 
 
 def broadcast_object(obj, ctx):

@@ -22,13 +22,17 @@ import submitit
 
 from wmsub.benchmark.images import open_rgb
 from wmsub.node.compile_cache import use_compile_cache
-from wmsub.node.ranks import (DESYNC_EXIT_S, RankDesync, barrier, broadcast_object, exit_within,
-                              export_rank_env, gather_errors, global_rank, is_peer_loss)
+from wmsub.node.kernel import KernelRefused, node_kernel
+from wmsub.node.ranks import (DESYNC_EXIT_S, EXCHANGE_SLACK_S, ExitDeadline, RankDesync,
+                              abort_on_collective_timeout, barrier, broadcast_object,
+                              end_peers_on_this_host, exit_before_teardown, exit_within,
+                              export_rank_env, gather_errors, global_rank, is_peer_loss,
+                              rank_addresses)
 from wmsub.node.requeue import RequeueClassifier
 from wmsub.state.claims import current_job_id
 from wmsub.state.progress import ChunkProgress
 from wmsub.state.runs import RunFolder
-from wmsub.state.store import OutputStore
+from wmsub.state.store import OutputStore, SettingsMismatch
 
 log = logging.getLogger("wmsub.node.worker")
 
@@ -43,6 +47,8 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self._pending_write = None
         self._attempts_started = 0  # names each attempt; equal on the ranks of a group
         self._requeue: RequeueClassifier | None = None
+        self._peers: list = []  # (host, pid) of every rank, for ending them after a desync
+        self._deadline: ExitDeadline | None = None
 
     # Requeues pickle this object again: keep only what the constructor took.
     def __getstate__(self):
@@ -55,6 +61,8 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         self._pending_write = None
         self._attempts_started = 0
         self._requeue = None
+        self._peers = []
+        self._deadline = None
 
     # ---- submitit hooks -------------------------------------------------------------
     def checkpoint(self, *args, **kwargs):
@@ -106,6 +114,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         cfg = run.load_config()
         export_rank_env(cfg.generate.device)
         compile_cache = use_compile_cache(cfg)  # before torch compiles anything
+        abort_on_collective_timeout()
         _chain_signal_release(self)
         if global_rank() == 0:  # only rank 0 acts on the signal (submitit)
             self._requeue = RequeueClassifier(cfg.slurm.signal_delay_s).install()
@@ -124,11 +133,21 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         # one job id for the whole group (outside Slurm each rank's own differs): it names attempts
         job_id = current_job_id()
         self._group_job = broadcast_object(job_id, ctx) if ctx.group_size > 1 else job_id
+        self._peers = rank_addresses(ctx)
         stems = run.load_plan().chunk_stems(self.chunk_index) or [i.stem for i in self.instances]
         self._progress = ChunkProgress(run.chunk_record(self.chunk_index), self.chunk_index, stems)
-        store = OutputStore.for_config(cfg)
-        if ctx.rank == 0:
+        try:
+            # the kernel only this node can resolve; the folder takes one kernel (store pin)
+            cfg.generate.attention = node_kernel(cfg.generate, ctx.device)
+            store = OutputStore.for_config(cfg, kernel=cfg.generate.attention)
             store.check_settings()
+        except (KernelRefused, SettingsMismatch) as e:
+            if ctx.rank == 0:  # every rank refuses alike; one record
+                why = f"refused before generating: {e}"
+                self._progress.update(lambda r: r.update(state="failed", job_id=job_id,
+                                                         current=None, error=why))
+            raise
+        if ctx.rank == 0:
             self._progress.update(lambda r: _on_start(r, job_id))
         heartbeat = _ClaimHeartbeat(self, cfg.output.claim_ttl_s / 4).start()
         try:
@@ -148,9 +167,13 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             self._drain_writes()
         except RankDesync as e:
             # every rank says so: after a desync the writer may be the rank that is gone
+            if self._deadline is not None:
+                self._deadline.disarm_timer()
+            exit_within(DESYNC_EXIT_S)  # the backstop, should the record write block
             why = str(e)
-            self._progress.update(lambda r: r.update(state="failed", error=why, current=None))
-            exit_within(DESYNC_EXIT_S)
+            self._progress.update(lambda r: r.update(state="failed", error=why, current=None),
+                                  wait_s=2.0)
+            exit_before_teardown()  # submitit writes its result, then the process ends
             raise
         finally:
             heartbeat.stop()
@@ -202,17 +225,24 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             error = (f"{type(e).__name__}: {e}", traceback.format_exc())
             video = None
             own = not is_peer_loss(e)
-            if ctx.group_size > 1 and own:
-                # A peer may still wait in a collective this rank left. Under NCCL its
-                # watchdog ends that process after generate.dist_timeout_s, perhaps the
-                # writer's: record the failure now, before the next collective.
-                store.record_failure(inst.stem, error[0], error[1], attempt=attempt)
+            if ctx.group_size > 1:
+                # From here on anything may block (a peer stuck in a collective, the
+                # exchange, the NCCL teardown): the end of this process is bounded first.
+                self._deadline = self._arm_deadline(inst.stem, error[0], cfg)
+                if own:
+                    # A peer may still wait in a collective this rank left. Under NCCL its
+                    # watchdog ends that process after generate.dist_timeout_s, perhaps the
+                    # writer's: record the failure now, before the next collective.
+                    store.record_failure(inst.stem, error[0], error[1], attempt=attempt)
         try:
             errors = gather_errors(error, ctx)
         except Exception as e:  # noqa: BLE001 - a peer that never answers
             if error is None or not own:
                 # the peer left for its own reasons (preempted, timed out, crashed): it, or
-                # submitit, accounts for that; this instance did nothing wrong
+                # submitit, accounts for that; this instance did nothing wrong. The alarm
+                # stays armed: this process ends within the bound all the same.
+                if self._deadline is not None:
+                    self._deadline.disarm_timer()
                 raise
             raise RankDesync(f"{inst.stem}: failed here ({error[0]}) and a peer rank did not "
                              f"answer ({type(e).__name__}); stopping this chunk, resubmit to continue") from e
@@ -223,6 +253,9 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             each = "; ".join(f"rank {r}: {e[0] if e else 'no error'}" for r, e in enumerate(errors))
             raise RankDesync(f"{inst.stem}: the ranks failed differently ({each}); "
                              f"stopping this chunk, resubmit to continue")
+        if self._deadline is not None:  # a symmetric failure: the group goes on together
+            self._deadline.cancel()
+            self._deadline = None
         if errors:
             reason, tb = errors[0]
             if ctx.is_writer:
@@ -249,6 +282,21 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             self._pending_write = _writer_pool().submit(write)
         else:
             write()
+
+    def _arm_deadline(self, stem: str, reason: str, cfg) -> ExitDeadline:
+        """The failure bound (ranks.failure_bound_s), armed before anything can block."""
+        wait_s = cfg.generate.dist_timeout_s + EXCHANGE_SLACK_S
+        why = (f"{stem}: failed on rank {global_rank()} ({reason}) and the group did not answer "
+               f"within {wait_s} s (generate.dist_timeout_s + {EXCHANGE_SLACK_S}); this rank "
+               "ended its peers on this host and the chunk; resubmit to continue")
+
+        def last_words():
+            log.error(why)
+            if self._progress is not None:
+                self._progress.update(lambda r: r.update(state="failed", error=why, current=None),
+                                      wait_s=2.0)
+            end_peers_on_this_host(self._peers)
+        return ExitDeadline(wait_s, last_words).arm()
 
     def _write(self, inst, video, record, store, cfg, gen_s):
         from wmsub.state.video_io import frames_to_uint8

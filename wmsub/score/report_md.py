@@ -168,6 +168,7 @@ def _generation(g: dict | None) -> list[str]:
              f"| Seconds per video (mean / median) | {_f(g['seconds_per_video_mean'], 1)} / "
              f"{_f(g['seconds_per_video_median'], 1)} |",
              f"| Seconds per step (mean) | {_f(g['seconds_per_step_mean'], 3)} |",
+             f"| Adopted (made elsewhere, settings assumed; `launch.py adopt`) | {g.get('adopted', 0)} |",
              f"| Chunk records (unreadable) | {g['chunk_records']} ({len(g['unreadable_records'])}) |", ""]
     for stem, why in list(g["failed"].items())[:LISTED]:
         lines.append(f"- failed `{stem}`: {why}")

@@ -69,7 +69,17 @@ def generation_stats(run_dir: Path, cfg: Config | None) -> dict:
         "requeues": sum(int(r.get("restarts") or 0) for r in records),
         "timeouts": sum(int(r.get("timeouts") or 0) for r in records),
         "preemptions": sum(int(r.get("preemptions") or 0) for r in records),
+        "adopted": adopted_videos(run_dir, cfg),
     }
+
+
+def adopted_videos(run_dir: Path, cfg: Config | None) -> int:
+    """How many of the run's videos `launch.py adopt` took in (made elsewhere)."""
+    if cfg is None:
+        return 0
+    run = RunFolder(run_dir)
+    store = OutputStore.for_config(cfg, run.output_dir(cfg))
+    return len(store.listed_adopted() & set(run.load_plan().stems))
 
 
 def judge_stats(run_dir: Path) -> dict | None:

@@ -4,13 +4,16 @@ Layout (docs/DESIGN.md):
     <dir>/<stem>.mp4                   finished videos only, flat (the official judge reads these)
     <dir>/.<stem>.mp4.<pid>.tmp        a write in progress
     <dir>/.wmsub/settings.json         fingerprint + settings of the folder
+    <dir>/.wmsub/kernel.json           the attention kernel the folder's videos are made with
     <dir>/.wmsub/records/<stem>.json   sidecar record of each finished video
     <dir>/.wmsub/claims/<stem>.claim   see claims.py
     <dir>/.wmsub/failures/<stem>.json  attempts, last reason, traceback
     <dir>/.wmsub/quarantine/<stem>.<time>.mp4   files that failed verification, kept
+    <dir>/.wmsub/adopted/<stem>.json   marks a video adopted from elsewhere (`adopt_video`)
 
-What "done" means: `<stem>.mp4` exists, its sidecar exists with the folder's
-fingerprint, and the mp4 matches the sidecar (cheap: byte size and a complete box
+What "done" means: `<stem>.mp4` exists, its sidecar exists with the folder's video
+fingerprint (the settings fingerprint with the folder's kernel folded in; see
+`video_fingerprint`), and the mp4 matches the sidecar (cheap: byte size and a complete box
 structure; decode: also sha256 and a full decode with the expected frame count).
 
 Write order: temp mp4 (fsync, probed) -> sidecar (atomic) -> rename temp to
@@ -24,8 +27,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+from collections import Counter
 import os
 import re
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,8 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+from wmsub.config import parallel_numerics
 from wmsub.state import video_io
-from wmsub.state.jsonio import (create_json_exclusive, fsync_dir, read_json_object,
+from wmsub.state.jsonio import (copy_atomic, create_json_exclusive, fsync_dir, read_json_object,
                                 write_json_atomic)
 from wmsub.state.claims import (DEFAULT_CLAIM_TTL_S, Claim, ClaimBook, current_job_id, pid_alive,
                                 same_process_space,                          this_host)
@@ -46,7 +52,7 @@ _TEMP_NAME = re.compile(r"^\.(?P<stem>.+)\.mp4\.(?P<pid>\d+)\.tmp$")
 class SettingsMismatch(ValueError):
     """The output folder was made with other pixel-changing settings."""
 
-    def __init__(self, out_dir: Path, old_fp: str, new_fp: str, differences: dict):
+    def __init__(self, out_dir: Path, old_fp: str, new_fp: str, differences: dict, hint: str = ""):
         self.out_dir, self.old_fingerprint, self.new_fingerprint = out_dir, old_fp, new_fp
         self.differences = differences  # key -> (old, new)
         lines = [f"{k}: {_short(o)} -> {_short(n)}" for k, (o, n) in differences.items()]
@@ -55,7 +61,7 @@ class SettingsMismatch(ValueError):
         super().__init__(
             f"{out_dir} belongs to other generation settings "
             f"(fingerprint {old_fp}, this run {new_fp}):\n  " + "\n  ".join(lines) +
-            "\nfix: pick a new output.dir for these settings, or pass "
+            f"\nfix: {hint}pick a new output.dir for these settings, or pass "
             "output.allow_settings_mismatch=true to regenerate every video in this folder "
             "with the new settings (old videos are moved to .wmsub/quarantine, not deleted)")
 
@@ -81,12 +87,32 @@ class ScanResult:
     removed_temps: list[str] = field(default_factory=list)
 
 
+def video_fingerprint(settings_fp: str, kernel: str | None) -> str:
+    """A video's fingerprint: the settings fingerprint with the attention kernel, as the
+    node resolved it, folded in. Without a kernel (a store that has none yet) it is the
+    settings fingerprint itself."""
+    if not kernel:
+        return settings_fp
+    return hashlib.sha256(f"{settings_fp}+attention={kernel}".encode()).hexdigest()[:16]
+
+
+def engine_numerics(engine: dict) -> tuple[str | None, str]:
+    """(kernel, parallel numerics) of a sidecar's engine record, as the fingerprint names them."""
+    return engine.get("attention"), parallel_numerics(str(engine.get("parallel")),
+                                                      int(engine.get("group_size") or 1))
+
+
 class OutputStore:
     def __init__(self, out_dir, fingerprint: str, settings: dict, expected_frames: int | None, *,
                  allow_mismatch: bool = False, claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
-                 max_attempts: int = 3):
+                 max_attempts: int = 3, kernel: str | None = None,
+                 legacy_fingerprint: str | None = None):
         self.dir = Path(out_dir)
-        self.fingerprint = fingerprint
+        self.settings_fingerprint = fingerprint  # what the login node knows (settings.json)
+        self.kernel = kernel  # None until resolved (on the node) or read from the folder's pin
+        self.fingerprint = video_fingerprint(fingerprint, kernel)  # what each sidecar carries
+        # the same settings' fingerprint before the kernel and the parallel mode joined it
+        self.legacy_fingerprint = legacy_fingerprint
         self.settings = dict(settings)
         self.expected_frames = expected_frames
         self.allow_mismatch = allow_mismatch
@@ -95,19 +121,25 @@ class OutputStore:
         self.records_dir = self.meta / "records"
         self.failures_dir = self.meta / "failures"
         self.quarantine_dir = self.meta / "quarantine"
+        self.adopted_dir = self.meta / "adopted"
         self.claims = ClaimBook(self.meta / "claims", claim_ttl_s)
         self.notes: list[str] = []
         self._settings_checked = False
 
     @classmethod
-    def for_config(cls, cfg, out_dir: str | Path | None = None) -> "OutputStore":
-        """The store of a run's `output.dir` (or `out_dir`), locked to its settings."""
-        from wmsub.config import settings_fingerprint
+    def for_config(cls, cfg, out_dir: str | Path | None = None, kernel: str | None = None) -> "OutputStore":
+        """The store of a run's `output.dir` (or `out_dir`), locked to its settings.
+
+        `kernel`: the attention kernel as resolved on the compute node; without it (the
+        login node) the store takes the folder's pinned kernel when it checks settings.
+        """
+        from wmsub.config import legacy_settings_fingerprint, settings_fingerprint
         fingerprint, settings = settings_fingerprint(cfg)
         o = cfg.output
         return cls(out_dir or o.dir, fingerprint, settings, cfg.generate.frame_num,
                    allow_mismatch=o.allow_settings_mismatch, claim_ttl_s=o.claim_ttl_s,
-                   max_attempts=o.max_attempts)
+                   max_attempts=o.max_attempts, kernel=kernel,
+                   legacy_fingerprint=legacy_settings_fingerprint(cfg))
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -123,42 +155,36 @@ class OutputStore:
     # ---- settings lock -----------------------------------------------------------------
 
     def check_settings(self) -> list[str]:
-        """Lock the folder to this run's settings; raise SettingsMismatch on a change.
+        """Lock the folder to this run's settings and kernel; raise SettingsMismatch on a change.
 
-        First use writes `.wmsub/settings.json` (atomically, first writer wins). With
-        allow_mismatch the new settings replace the old (kept under "previous") and the
-        returned notes name the differences.
+        First use writes `.wmsub/settings.json` (atomically, first writer wins); the first
+        store that knows its kernel (a compute node) pins `.wmsub/kernel.json` the same way.
+        With allow_mismatch the new settings replace the old (kept under "previous") and the
+        returned notes name the differences. A folder of the fingerprint format before the
+        kernel and the parallel mode joined it is upgraded in place (`_upgrade_legacy`).
         """
         self.meta.mkdir(parents=True, exist_ok=True)
         path = self.meta / "settings.json"
-        mine = {"fingerprint": self.fingerprint, "settings": self.settings,
+        mine = {"fingerprint": self.settings_fingerprint, "settings": self.settings,
                 "created_at": time.time(), "previous": []}
-        if not path.exists() and create_json_exclusive(path, mine):
-            self._settings_checked = True
-            return []
-        old = read_json_object(path)
-        for _ in range(10):  # a concurrent first writer may still be filling it in
-            if old is not None:
-                break
-            time.sleep(0.1)
+        notes: list[str] = []
+        if path.exists() or not create_json_exclusive(path, mine):
             old = read_json_object(path)
-        if old is None or "fingerprint" not in old:
-            raise ValueError(f"{path}: unreadable settings file — fix: restore it, or move the "
-                             "folder aside and start a new output.dir")
-        notes = []
-        if old["fingerprint"] != self.fingerprint:
-            old_settings = old.get("settings") or {}
-            diffs = {k: (old_settings.get(k), self.settings.get(k))
-                     for k in sorted(set(old_settings) | set(self.settings))
-                     if old_settings.get(k) != self.settings.get(k)}
-            err = SettingsMismatch(self.dir, old["fingerprint"], self.fingerprint, diffs)
-            if not self.allow_mismatch:
-                raise err
-            notes = [f"settings changed (allowed by output.allow_settings_mismatch): {k}: "
-                     f"{_short(o)} -> {_short(n)}" for k, (o, n) in diffs.items()]
-            previous = list(old.get("previous") or [])
-            previous.append({k: old.get(k) for k in ("fingerprint", "settings", "created_at")})
-            write_json_atomic(path, {**mine, "previous": previous})
+            for _ in range(10):  # a concurrent first writer may still be filling it in
+                if old is not None:
+                    break
+                time.sleep(0.1)
+                old = read_json_object(path)
+            if old is None or "fingerprint" not in old:
+                raise ValueError(f"{path}: unreadable settings file — fix: restore it, or move the "
+                                 "folder aside and start a new output.dir")
+            if old["fingerprint"] == self.settings_fingerprint:
+                pass
+            elif self.legacy_fingerprint and old["fingerprint"] == self.legacy_fingerprint:
+                notes = self._upgrade_legacy(path, old, mine)
+            else:
+                notes = self._replace_settings(path, old, mine)
+        notes += self._check_kernel()
         self.notes.extend(notes)
         self._settings_checked = True
         return notes
@@ -167,6 +193,85 @@ class OutputStore:
         """`.wmsub/settings.json` as written by check_settings (fingerprint, settings,
         created_at, previous), or None before the folder's first use."""
         return read_json_object(self.meta / "settings.json")
+
+    def _replace_settings(self, path: Path, old: dict, mine: dict) -> list[str]:
+        old_settings = old.get("settings") or {}
+        diffs = {k: (old_settings.get(k), self.settings.get(k))
+                 for k in sorted(set(old_settings) | set(self.settings))
+                 if old_settings.get(k) != self.settings.get(k)}
+        err = SettingsMismatch(self.dir, old["fingerprint"], self.settings_fingerprint, diffs)
+        if not self.allow_mismatch:
+            raise err
+        previous = list(old.get("previous") or [])
+        previous.append({k: old.get(k) for k in ("fingerprint", "settings", "created_at")})
+        write_json_atomic(path, {**mine, "previous": previous})
+        return [f"settings changed (allowed by output.allow_settings_mismatch): {k}: "
+                f"{_short(o)} -> {_short(n)}" for k, (o, n) in diffs.items()]
+
+    def _check_kernel(self) -> list[str]:
+        """One attention kernel per folder: the first store that knows its kernel pins it;
+        a store without one (the login node) takes the pinned one; a different one is a
+        SettingsMismatch naming `generate.attention`."""
+        path = self.meta / "kernel.json"
+        pinned = (read_json_object(path) or {}).get("kernel")
+        if self.kernel is None:
+            self._read_pinned_kernel()
+            return []
+        mine = {"kernel": self.kernel, "pinned_at": time.time(), "host": this_host(),
+                "job_id": current_job_id(), "previous": []}
+        if not pinned and create_json_exclusive(path, mine):
+            return []
+        pinned = (read_json_object(path) or {}).get("kernel")
+        if pinned in (None, self.kernel):
+            return []
+        old_fp, new_fp = video_fingerprint(self.settings_fingerprint, pinned), self.fingerprint
+        err = SettingsMismatch(
+            self.dir, old_fp, new_fp, {"generate.attention (as resolved on the node)": (pinned, self.kernel)},
+            hint=f"run the folder's kernel (generate.attention={pinned}, where this node has it), or ")
+        if not self.allow_mismatch:
+            raise err
+        old = read_json_object(path) or {}
+        previous = list(old.get("previous") or []) + [{k: old.get(k) for k in ("kernel", "pinned_at", "host")}]
+        write_json_atomic(path, {**mine, "previous": previous})
+        return [f"attention kernel changed (allowed by output.allow_settings_mismatch): "
+                f"{pinned} -> {self.kernel}; videos of {pinned} are regenerated"]
+
+    def _read_pinned_kernel(self) -> None:
+        pinned = (read_json_object(self.meta / "kernel.json") or {}).get("kernel")
+        if pinned:
+            self._use_kernel(pinned)
+
+    def _use_kernel(self, kernel: str) -> None:
+        self.kernel = kernel
+        self.fingerprint = video_fingerprint(self.settings_fingerprint, kernel)
+
+    def _upgrade_legacy(self, path: Path, old: dict, mine: dict) -> list[str]:
+        """A folder locked by the same settings before the parallel mode and the kernel were
+        fingerprinted: relock it with the current fingerprint and pin the kernel its videos
+        were made with (each sidecar's engine record names it). Its videos stay done where
+        their kernel and parallel mode match (`_made_with_these_settings`)."""
+        kernels: Counter = Counter()
+        for record_path in self.records_dir.glob("*.json") if self.records_dir.is_dir() else ():
+            record = read_json_object(record_path) or {}
+            if record.get("fingerprint") == self.legacy_fingerprint:
+                kernels[engine_numerics(record.get("engine") or {})[0]] += 1
+        previous = list(old.get("previous") or [])
+        previous.append({k: old.get(k) for k in ("fingerprint", "settings", "created_at")})
+        write_json_atomic(path, {**mine, "previous": previous})
+        notes = [f"settings.json upgraded from fingerprint {old['fingerprint']} (same settings; the "
+                 "parallel mode and the attention kernel are now part of the fingerprint)"]
+        kernels.pop(None, None)
+        if kernels:
+            kernel, count = kernels.most_common(1)[0]
+            create_json_exclusive(self.meta / "kernel.json", {
+                "kernel": kernel, "pinned_at": time.time(), "host": this_host(),
+                "job_id": current_job_id(), "previous": [], "from": "the engine records of its videos"})
+            notes.append(f"kernel {kernel} pinned from {count} existing video record(s)")
+            if len(kernels) > 1:
+                others = ", ".join(f"{k} ({n})" for k, n in kernels.items() if k != kernel)
+                notes.append(f"this folder mixes attention kernels: videos made with {others} "
+                             f"do not count as done with {kernel} and are regenerated")
+        return notes
 
     def _ensure_settings(self) -> None:
         if not self._settings_checked:
@@ -204,6 +309,7 @@ class OutputStore:
             sidecar = dict(record or {})
             sidecar.update({  # the store's own fields win over a caller's
                 "stem": stem, "fingerprint": self.fingerprint, "settings": self.settings,
+                "settings_fingerprint": self.settings_fingerprint, "kernel": self.kernel,
                 "width": width, "height": height, "frames": n_frames, "fps": fps,
                 "bytes": size, "sha256": digest, "written_at": time.time(),
                 "host": this_host(), "pid": os.getpid(),
@@ -250,7 +356,9 @@ class OutputStore:
         record = self.read_record(stem)
         if record is None:
             return "bad", "no sidecar record (not written by wmsub, or its record is unreadable)"
-        if record.get("fingerprint") != self.fingerprint:
+        if self.kernel is None and not self._settings_checked:
+            self._read_pinned_kernel()  # read-only: a check never locks the folder
+        if not self._made_with_these_settings(record):
             return "other_settings", f"made with settings {record.get('fingerprint')}"
         if record.get("bytes") != size:
             return "bad", f"{size} bytes, its record says {record.get('bytes')}"
@@ -269,6 +377,24 @@ class OutputStore:
             if probe["frames"] != record.get("frames"):
                 return "bad", f"decodes to {probe['frames']} frames, record says {record.get('frames')}"
         return "done", ""
+
+    def _made_with_these_settings(self, record: dict) -> bool:
+        """Whether a sidecar's video was made with this store's settings and kernel.
+
+        Adopted videos (`adopt_video`) carry assumed settings: their settings fingerprint
+        is enough, their kernel is unknown. Videos of the legacy fingerprint format count
+        where their engine record shows this kernel and parallel mode.
+        """
+        fingerprint = record.get("fingerprint")
+        if fingerprint == self.fingerprint:
+            return True
+        if record.get("adopted"):
+            return record.get("settings_fingerprint") == self.settings_fingerprint
+        if self.legacy_fingerprint and fingerprint == self.legacy_fingerprint:
+            kernel, parallel = engine_numerics(record.get("engine") or {})
+            return (self.kernel in (None, kernel)
+                    and self.settings.get("generate.parallel") in (None, parallel))
+        return False
 
     def is_done(self, stem: str, verify: str = "cheap") -> bool:
         return self.check(stem, verify)[0] == "done"
@@ -310,13 +436,7 @@ class OutputStore:
 
     def quarantine(self, stem: str, reason: str) -> Path | None:
         """Move `<stem>.mp4` (and its record) aside, never overwriting; None if it was gone."""
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        target = self.quarantine_dir / f"{stem}.{stamp}.mp4"
-        n = 1
-        while target.exists():
-            target = self.quarantine_dir / f"{stem}.{stamp}-{n}.mp4"
-            n += 1
+        target = self._quarantine_target(stem)
         try:
             os.rename(self.video_path(stem), target)
         except FileNotFoundError:
@@ -324,10 +444,87 @@ class OutputStore:
         record = self.record_path(stem)
         if record.exists():
             os.replace(record, target.with_suffix(".record.json"))
+        (self.adopted_dir / f"{stem}.json").unlink(missing_ok=True)
         write_json_atomic(target.with_suffix(".why.json"),
                            {"stem": stem, "reason": reason, "at": time.time(), "host": this_host()})
         self.notes.append(f"quarantined {stem}.mp4 -> {target.name}: {reason}")
         return target
+
+    def quarantine_copy(self, stem: str, source: Path, reason: str) -> Path:
+        """Keep a copy of a file from outside the folder (`adopt --from`) in quarantine with
+        the reason; the file itself is left as it is."""
+        target = self._quarantine_target(stem)
+        copy_atomic(source, target)
+        write_json_atomic(target.with_suffix(".why.json"),
+                          {"stem": stem, "reason": reason, "at": time.time(), "host": this_host(),
+                           "source": str(source)})
+        self.notes.append(f"quarantined a copy of {source} -> {target.name}: {reason}")
+        return target
+
+    def _quarantine_target(self, stem: str) -> Path:
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        target = self.quarantine_dir / f"{stem}.{stamp}.mp4"
+        n = 1
+        while target.exists():
+            target = self.quarantine_dir / f"{stem}.{stamp}-{n}.mp4"
+            n += 1
+        return target
+
+    # ---- adopting videos made elsewhere ---------------------------------------------------
+
+    def unrecorded_videos(self) -> list[str]:
+        """Stems of the `<stem>.mp4` files that have no sidecar record (two listings)."""
+        return sorted(_names(self.dir, ".mp4") - _names(self.records_dir, ".json"))
+
+    def listed_adopted(self, done: set[str] | None = None) -> set[str]:
+        """Stems done through `adopt_video`, from listings (no decode); `done`: the caller's
+        `listed_done()`, saving two listings."""
+        return _names(self.adopted_dir, ".json") & (self.listed_done() if done is None else done)
+
+    def adopt_video(self, stem: str, source: Path, checks: dict, provenance: dict) -> Path:
+        """Give a video made elsewhere its sidecar, marked `adopted`, so it counts as done.
+
+        `source` is the folder's own `<stem>.mp4` (recorded in place) or a file elsewhere,
+        copied in first (temp, fsync, compared byte for byte by sha256, renamed after the
+        sidecar, as `write_video` orders it). `checks` holds what the caller's full decode
+        measured (frames, width, height, fps) and which checks passed; the sidecar records
+        this folder's settings as assumed, never as measured, and where the file came from.
+        """
+        self._ensure_settings()
+        source, final = Path(source), self.video_path(stem)
+        in_place = final.exists() and source.resolve() == final.resolve()
+        if not in_place and final.exists():
+            raise FileExistsError(f"adopt_video({stem!r}): {final} exists already; adopt it in place")
+        self.records_dir.mkdir(parents=True, exist_ok=True)
+        temp = final if in_place else self.temp_path(stem)
+        try:
+            if not in_place:
+                shutil.copyfile(source, temp)
+                _fsync_file(temp)
+            size, digest = _size_and_sha256(temp)
+            if not in_place and _size_and_sha256(source)[1] != digest:
+                raise OSError(f"adopt_video({stem!r}): the copy of {source} differs from it")
+            sidecar = {
+                "stem": stem, "adopted": True, "fingerprint": self.fingerprint,
+                "settings_fingerprint": self.settings_fingerprint, "kernel": None,
+                "settings": self.settings, "settings_assumed": True,
+                "provenance": dict(provenance), "checks": dict(checks),
+                "width": checks["width"], "height": checks["height"], "frames": checks["frames"],
+                "fps": checks["fps"], "bytes": size, "sha256": digest, "written_at": time.time(),
+                "host": this_host(), "pid": os.getpid(),
+            }
+            write_json_atomic(self.adopted_dir / f"{stem}.json",
+                              {"stem": stem, "at": time.time(), "from": provenance.get("from")})
+            write_json_atomic(self.record_path(stem), sidecar)
+            if not in_place:
+                os.replace(temp, final)
+            fsync_dir(self.dir)
+        except BaseException:
+            if not in_place:
+                temp.unlink(missing_ok=True)
+            raise
+        return final
 
     def remove_stale_temps(self) -> list[str]:
         """Delete temp files of writers that are gone. A temp is kept while its writer may
