@@ -85,6 +85,9 @@ stage sp_sizes 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2
   --kernels flash,cudnn,efficient,flash3 --out "$OUT/sp_sizes.json"
 wait "$CKPT_PID"; note checkpoint "$(cat "$OUT/checkpoint.json" 2>/dev/null || echo null)"
 
+# issue 14 item 1: one rank failing alone mid-video ends the whole 2-GPU job within its bound
+stage failure 90 "$PY" tools/two_gpu.py --failure --out "$OUT/failure.json"
+
 TP="$PY -m bench.throughput --ckpt $CKPT --steps $STEPS --gpus 2"
 # issue 14 item 5 in the product path: the odd-token instance, sp, the flash kernel
 if [ -s "$WORK/bench-odd/worldmodelbench.json" ] && [ "$(cat "$WORK/bench-odd/worldmodelbench.json")" != "[]" ]; then
@@ -105,6 +108,9 @@ stage two_gpu_cfg 100 "$PY" -m torch.distributed.run --standalone --nproc_per_no
 # issue 17 item 1: FA3 against flash and cuDNN, per forward and per step, one GPU
 stage speed_flash3 60 "$PY" -m bench.speed --steps 2 --out "$OUT/speed_flash3.json" \
   --variants official_flash,official_cudnn,official_flash3,fast_full,fast_full_flash3
+
+# the same with the surviving peer stuck in a C call (the deadline's kill path)
+stage failure_stuck 90 "$PY" tools/two_gpu.py --failure --failure-stuck --out "$OUT/failure_stuck.json"
 
 note total_s "$(( $(date +%s) - T0 ))"
 cat "$OUT/summary.json"
