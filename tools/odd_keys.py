@@ -21,7 +21,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 
 from wmsub.benchmark.sizes import video_tokens  # noqa: E402
-from wmsub.node.engines.attention import make_flash_attention, resolve_attention  # noqa: E402
+from wmsub.node.engines.attention import install_attention, make_flash_attention  # noqa: E402
 
 SIZES = [(1248, 704), (1088, 800), (960, 928), (704, 1248), (1152, 768), (1312, 672)]
 
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         row = {"tokens": tokens, "padded": padded}
         for kernel in args.kernels.split(","):
             try:
-                resolve_attention(kernel, "cuda")
+                install_attention(kernel, "cuda")  # binds FA3 for flash3
             except ValueError as e:
                 row[kernel] = {"skipped": str(e)[:160]}
                 continue
