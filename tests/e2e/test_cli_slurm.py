@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.helpers.e2e import REPO, jobs, latest_run, launch, run_logs, smoke_overrides
-from tests.helpers.judge import STANDIN
+from tests.helpers.judge import STANDIN, make_judge_checkpoint
 from tests.helpers.monitor import (SLURM_WAIT_S, gen_entry, make_done, make_run, sbatch,
                                    scancel_quietly, write_record)
 from tests.helpers.slurm import run as sh
@@ -115,7 +115,8 @@ def test_a_whole_run_from_a_checkout_path_with_a_space(tmp_path, synthetic_bench
     over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{
         "plan.chunks": 1, "generate.sampling_steps": 2, "slurm.python": python,
         "slurm.srun_args": "--cpus-per-task=1", "judge.enabled": "true",
-        "judge.python": sys.executable, "judge.repo": repo, "judge.checkpoint": tmp_path / "vila",
+        "judge.python": sys.executable, "judge.repo": repo,
+        "judge.checkpoint": make_judge_checkpoint(tmp_path / "vila"),
         "judge.shards": 1, "judge.partition": "low", "judge.cpus": 1, "judge.mem_gb": 1})
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
