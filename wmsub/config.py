@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from wmsub.engine_specs import DEFAULT_ENGINE, EngineSpecError, engine_spec
+
 # The official default negative prompt of Wan2.2 (wan/configs/shared_config.py,
 # `sample_neg_prompt`). Kept verbatim so the seed's settings are visible in one place;
 # an empty `generate.negative_prompt` means "use this".
@@ -27,6 +29,11 @@ OFFICIAL_NEGATIVE_PROMPT = (
 
 class ConfigError(ValueError):
     """A bad config file, key or value. The message names the key and the fix."""
+
+
+# generate.guide_scale: one scale, or the (low-noise, high-noise) pair of a two-expert engine
+# in the official order (wan/configs/wan_i2v_A14B.py `sample_guide_scale`)
+GuideScale = typing.Union[float, list]
 
 
 @dataclass
@@ -56,6 +63,7 @@ class OutputConfig:
 
 @dataclass
 class ModelConfig:
+    engine: str = DEFAULT_ENGINE  # wan22-ti2v-5b | wan22-i2v-a14b | package.module:Class (engine_specs.py)
     name: str = "Wan2.2-TI2V-5B"
     checkpoint_dir: str = "checkpoints/Wan2.2-TI2V-5B"
 
@@ -67,7 +75,7 @@ class GenerateConfig:
     sampling_steps: int = 50
     sample_solver: str = "unipc"  # unipc | dpm++
     shift: float = 5.0
-    guide_scale: float = 5.0
+    guide_scale: GuideScale = 5.0  # a number, or [low-noise, high-noise] for two-expert engines
     fps: int = 24
     seed: int = 42
     negative_prompt: str = ""  # empty: the official default (OFFICIAL_NEGATIVE_PROMPT)
@@ -155,6 +163,14 @@ class Config:
     def negative_prompt(self) -> str:
         return self.generate.negative_prompt or OFFICIAL_NEGATIVE_PROMPT
 
+    @property
+    def engine_spec(self):
+        """model.engine's EngineSpec (engine_specs.py); ConfigError if it names none."""
+        try:
+            return engine_spec(self.model.engine)
+        except EngineSpecError as e:
+            raise ConfigError(str(e)) from None
+
 
 CHOICES = {
     "bench.prompt_mode": ("i2v", "t2v"),
@@ -206,7 +222,21 @@ def _list_from_text(key: str, text: str) -> list:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _guide_scale(key: str, value):
+    if isinstance(value, str) and ("," in value or value.strip().startswith("[")):
+        text = value.strip()
+        value = _yaml_text(key, text, "list") if text.startswith("[") else text.split(",")
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2:
+            raise ConfigError(f"{key}: expected one number or a [low-noise, high-noise] pair, "
+                              f"got {value!r}")
+        return [_coerce(key, v, float) for v in value]
+    return _coerce(key, value, float)
+
+
 def _coerce(key: str, value, typ):
+    if typ == GuideScale:
+        return _guide_scale(key, value)
     origin = typing.get_origin(typ)
     if origin is list:
         if isinstance(value, str):
@@ -310,6 +340,13 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 def validate(cfg: Config) -> None:
     g = cfg.generate
     problems = []
+    spec = cfg.engine_spec
+    if isinstance(g.guide_scale, list) and not spec.guide_pair:
+        problems.append(f"generate.guide_scale={g.guide_scale}: model.engine={spec.name} takes one "
+                        "scale, not a [low-noise, high-noise] pair — fix: give one number")
+    if cfg.bench.prompt_mode == "t2v" and spec.t2v_size is None:
+        problems.append(f"bench.prompt_mode=t2v: model.engine={spec.name} is image-to-video only "
+                        "— fix: bench.prompt_mode=i2v, or a text-to-video engine")
     if (g.frame_num - 1) % 4 != 0 or g.frame_num < 1:
         problems.append(f"generate.frame_num={g.frame_num}: must be 4n+1 (e.g. 81)")
     if g.sampling_steps < 1:
@@ -337,7 +374,10 @@ def validate(cfg: Config) -> None:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
+    """The file, then the overrides, then the engine's own defaults (model.engine's spec) for
+    every key neither of them set."""
     cfg = Config()
+    given: set[str] = set()
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -353,14 +393,24 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
         raw = _flatten(raw)
         for key, value in _flatten(data).items():
             _set(cfg, key, _as_written(key, value, raw.get(key)), str(path))
+            given.add(key)
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. bench.limit=10")
         key, value = item.split("=", 1)
         # raw text: _coerce parses by the key's type, so a stem like 000000007259.2 stays text
         _set(cfg, key.strip(), value, "command line")
+        given.add(key.strip())
+    _apply_engine_defaults(cfg, given)
     validate(cfg)
     return cfg
+
+
+def _apply_engine_defaults(cfg: Config, given: set[str]) -> None:
+    spec = cfg.engine_spec
+    for key, value in spec.defaults.items():
+        if key not in given:
+            _set(cfg, key, value, f"model.engine={spec.name} default")
 
 
 def _as_written(key: str, value, raw):
@@ -410,6 +460,9 @@ def settings_fingerprint(cfg: Config) -> tuple[str, dict]:
     settings = {k: get_key(cfg, k) for k in FINGERPRINT_KEYS}
     settings["generate.negative_prompt"] = cfg.negative_prompt
     settings["generate.parallel"] = parallel_numerics(cfg.generate.parallel, cfg.slurm.gpus_per_job)
+    if cfg.model.engine != DEFAULT_ENGINE:
+        # absent for the first engine, so folders made before engines were named keep their hash
+        settings["model.engine"] = cfg.model.engine
     return _short_hash(settings), settings
 
 

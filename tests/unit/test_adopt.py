@@ -57,7 +57,7 @@ def old_folder(tmp_path_factory, tiny_checkpoint):
     truncated, wrong = stems[1], stems[3]
     data = (out / f"{truncated}.mp4").read_bytes()
     (out / f"{truncated}.mp4").write_bytes(data[: len(data) // 2])
-    w, h = output_size(plan.instances[3], cfg.generate.max_area)
+    w, h = output_size(plan.instances[3], cfg)
     frames = np.full((cfg.generate.frame_num, h + 32, w, 3), 90, np.uint8)
     video_io.write_mp4(out / f"{wrong}.mp4", frames, cfg.generate.fps)
     video_io.write_mp4(out / "not_in_the_benchmark.mp4", frames, cfg.generate.fps)

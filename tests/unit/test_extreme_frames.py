@@ -77,7 +77,7 @@ def test_every_extreme_frame_plans_and_generates_where_the_area_allows(tmp_path,
                                        f"model.checkpoint_dir={tiny_checkpoint}"))
     plan = build_plan(cfg)
     assert sorted(plan.pending) == sorted(FRAMES) and not plan.notes, plan.notes
-    sizes = {i.stem: output_size(i, cfg.generate.max_area) for i in plan.instances}
+    sizes = {i.stem: output_size(i, cfg) for i in plan.instances}
     assert sizes["thin_1x64"][0] == 32 and sizes["wide_300x40"][0] > sizes["wide_300x40"][1]
     engine = load_engine(cfg, init_distributed(cfg.generate))
     for inst in plan.instances:

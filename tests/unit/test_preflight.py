@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers.envs import bare_venv, venv_without
 from tests.helpers.judge import make_judge_checkpoint
-from wmsub.config import Config, load_config
+from wmsub.config import GuideScale, Config, load_config
 from wmsub.login import limits, preflight
 from wmsub.login.preflight import Context
 
@@ -25,7 +25,7 @@ def test_every_numeric_key_has_a_range():
     numeric = {f"{section.name}.{f.name}"
                for section in dataclasses.fields(Config)
                for f in dataclasses.fields(section.default_factory())
-               if typing.get_type_hints(section.default_factory)[f.name] in (int, float)}
+               if typing.get_type_hints(section.default_factory)[f.name] in (int, float, GuideScale)}
     assert numeric == set(limits.RANGES), numeric ^ set(limits.RANGES)
     assert limits.value_problems(Config()) == []  # the defaults are sensible
     assert limits.value_problems(load_config("configs/wan22_ti2v_5b.yaml")) == []

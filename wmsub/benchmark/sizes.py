@@ -60,3 +60,32 @@ def video_tokens(width: int, height: int, frame_num: int) -> int:
     """DiT tokens of one video: latent frames x token rows x token columns."""
     latent_frames = (frame_num - 1) // 4 + 1
     return latent_frames * (height // PIXELS_PER_TOKEN_SIDE) * (width // PIXELS_PER_TOKEN_SIDE)
+
+
+# ---- Wan2.2-I2V-A14B (WanI2V.generate): VAE stride 8 x patch 2 = 16 pixels per token side ----
+
+I2V_VAE_STRIDE = 8
+I2V_PATCH = 2
+
+
+def wan_i2v_size(width: int, height: int, max_area: int) -> tuple[int, int]:
+    """(width, height) of WanI2V's video from a `width` x `height` first frame: the latent
+    sides of generate() (sqrt of the area at the frame's aspect, floored to whole patches),
+    times the VAE stride. The frame is resized to it without a crop."""
+    import math
+    aspect = height / width
+    lat_h = round(math.sqrt(max_area * aspect) // I2V_VAE_STRIDE // I2V_PATCH * I2V_PATCH)
+    lat_w = round(math.sqrt(max_area / aspect) // I2V_VAE_STRIDE // I2V_PATCH * I2V_PATCH)
+    if lat_h < I2V_PATCH or lat_w < I2V_PATCH:
+        raise SizeError(
+            f"a {width}x{height} first frame is too elongated for generate.max_area={max_area}: "
+            f"one side of the video rounds to less than {I2V_VAE_STRIDE * I2V_PATCH} pixels — fix: "
+            "crop the frame nearer to 16:9, raise generate.max_area, or leave the instance out "
+            "(bench.stems / bench.domains)")
+    return lat_w * I2V_VAE_STRIDE, lat_h * I2V_VAE_STRIDE
+
+
+def wan_i2v_tokens(width: int, height: int, frame_num: int) -> int:
+    """DiT tokens of one WanI2V video (one forward of one expert)."""
+    side = I2V_VAE_STRIDE * I2V_PATCH
+    return ((frame_num - 1) // 4 + 1) * (height // side) * (width // side)

@@ -123,7 +123,7 @@ def adopt(cfg: Config, source: str | Path | None = None) -> AdoptReport:
     """Check every candidate and adopt or quarantine it (module doc). Raises ManifestError
     or SettingsMismatch before touching anything, as `plan` does."""
     manifest = load_manifest(cfg.bench)
-    check_output_sizes(manifest, cfg.generate.max_area)
+    check_output_sizes(manifest, cfg)
     store = OutputStore.for_config(cfg)
     store.check_settings()
     source_dir = Path(source).resolve() if source else None
@@ -144,7 +144,7 @@ def adopt(cfg: Config, source: str | Path | None = None) -> AdoptReport:
 
 
 def _expected(inst, cfg: Config) -> Expected:
-    width, height = output_size(inst, cfg.generate.max_area)
+    width, height = output_size(inst, cfg)
     return Expected(cfg.generate.frame_num, width, height, cfg.generate.fps)
 
 

@@ -81,7 +81,8 @@ def check_generation_interpreter(cfg: Config, timeout_s: float = INTERPRETER_TIM
     if os.sep in python and not Path(python).exists():
         return [Problem("slurm.python", f"{python} does not exist", _gen_fix(cfg))], [], {"python": python}
     code = "from wmsub.node.probe import main; import sys; sys.exit(main())"
-    run = run_in_job_shell(python, ["-c", code, "interpreter", "--device", cfg.generate.device],
+    run = run_in_job_shell(python, ["-c", code, "interpreter", "--device", cfg.generate.device,
+                                   "--engine", cfg.engine_spec.loader],
                            cfg.slurm.setup, timeout_s=timeout_s)
     warnings = setup_warnings(_setup_keys(cfg, judge=False), run.setup_failures)
     info = {"python": python}
@@ -112,7 +113,7 @@ def interpreter_problems(cfg: Config, report: dict) -> tuple[list[Problem], dict
         "torch": _gen_fix(cfg, "install a CUDA build of torch there (pip install torch --index-url "
                                "https://download.pytorch.org/whl/cu124), then pip install -e "
                                f"'{CHECKOUT}[gen]'"),
-        "wmsub.node.engines.wan_ti2v": f"pip install -e '{CHECKOUT}[gen]' in that env",
+        "engine": _engine_fix(cfg),
         "wan": "pip install --no-deps wan22==2.2.11 in that env (the official Wan2.2 modules)",
         "imageio_ffmpeg": "pip install imageio-ffmpeg==0.8.1 in that env (the mp4 encoder)",
     }
@@ -134,6 +135,14 @@ def interpreter_problems(cfg: Config, report: dict) -> tuple[list[Problem], dict
                           "https://download.pytorch.org/whl/cu124), or set generate.device=cpu "
                           "(tiny test models only)")))
     return problems, info
+
+
+def _engine_fix(cfg: Config) -> str:
+    """How model.engine's module becomes importable in the generation env."""
+    if cfg.engine_spec.loader.startswith("wmsub."):
+        return f"pip install -e '{CHECKOUT}[gen]' in that env"
+    return (f"make model.engine={cfg.model.engine} importable there: pip install its package in "
+            "that env, or add `export PYTHONPATH=<its folder>:$PYTHONPATH` to slurm.setup")
 
 
 def _gen_fix(cfg: Config, what: str = "") -> str:

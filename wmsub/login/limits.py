@@ -60,7 +60,8 @@ def value_problems(cfg: Config) -> list[Problem]:
     problems = []
     for key, r in RANGES.items():
         value = get_key(cfg, key)
-        if not r.low <= value <= r.high:
+        values = value if isinstance(value, list) else [value]  # a guide-scale pair
+        if not all(r.low <= v <= r.high for v in values):
             problems.append(Problem(key, f"{key}={value!r} is outside {_fmt(r.low)}..{_fmt(r.high)}",
                                     f"set {key} within {_fmt(r.low)}..{_fmt(r.high)} ({r.why})"))
     return problems

@@ -103,6 +103,7 @@ def run_on_node_check(cfg: Config, *, timeout_s: float = 900.0, echo: bool = Tru
 
 def probe_spec(cfg: Config) -> dict:
     spec = {"device": cfg.generate.device, "dist_timeout_s": DIST_TIMEOUT_S,
+            "engine": cfg.engine_spec.loader,
             "output_dir": str(Path(cfg.output.dir).resolve()), "judge": None}
     if cfg.judge.enabled:
         from wmsub.login.interpreters import judge_statements

@@ -1,10 +1,10 @@
 """What to generate and how to split it into Slurm array tasks.
 
-Cost model: one video's time is proportional to its DiT tokens times its sampling
-steps, anchored at `plan.seconds_per_video` for a 704x1280, 81-frame, 50-step video
-(18,480 tokens). Attention makes the true cost slightly superlinear in tokens; the
-WorldModelBench output sizes stay within 3% of the anchor's token count, so linear is
-close enough and keeps estimates explainable.
+Cost model (the engine's, `EngineSpec.seconds`): one video's time is proportional to its
+DiT tokens times its sampling steps, anchored at `plan.seconds_per_video` for the engine's
+reference video (TI2V-5B: 1280x704, 81 frames, 50 steps, 18,480 tokens). Attention makes
+the true cost slightly superlinear in tokens; the WorldModelBench output sizes stay within
+3% of the anchor's token count, so linear is close enough and keeps estimates explainable.
 """
 from __future__ import annotations
 
@@ -15,32 +15,25 @@ from dataclasses import dataclass, field
 
 from wmsub.config import Config
 from wmsub.benchmark.manifest import Instance, Manifest, ManifestError, load_manifest
-from wmsub.benchmark.sizes import T2V_BASE_SIZE, SizeError, i2v_size, t2v_size, video_tokens
+from wmsub.benchmark.sizes import SizeError
 from wmsub.state.runs import PlanRecord
 from wmsub.state.store import FailureRecord, OutputStore
 
-ANCHOR_SIZE = T2V_BASE_SIZE  # (width, height) of the seed's timing anchor
-ANCHOR_FRAMES = 81
-ANCHOR_STEPS = 50
-
-
-def output_size(inst: Instance, max_area: int) -> tuple[int, int]:
-    """(width, height) of the generated video for this instance."""
+def output_size(inst: Instance, cfg: Config) -> tuple[int, int]:
+    """(width, height) of the video model.engine makes for this instance."""
+    spec, max_area = cfg.engine_spec, cfg.generate.max_area
     if inst.image is not None and inst.image_size:
-        return i2v_size(*inst.image_size, max_area)
-    return t2v_size(max_area)
+        return spec.i2v_size(*inst.image_size, max_area)
+    return spec.t2v_size(max_area)
 
 
-ANCHOR_TOKENS = video_tokens(*ANCHOR_SIZE, ANCHOR_FRAMES)  # 18,480
-
-
-def check_output_sizes(manifest: Manifest, max_area: int) -> None:
+def check_output_sizes(manifest: Manifest, cfg: Config) -> None:
     """Every selected instance must have an output size: refuse the ones that cannot,
     all at once, before anything is submitted."""
     problems = []
     for inst in manifest.instances:
         try:
-            output_size(inst, max_area)
+            output_size(inst, cfg)
         except SizeError as e:
             problems.append(f"{manifest.json_path}: entry {inst.index} (stem {inst.stem!r}): {e}")
     if problems:
@@ -49,8 +42,9 @@ def check_output_sizes(manifest: Manifest, max_area: int) -> None:
 
 def estimate_seconds(inst: Instance, cfg: Config) -> float:
     g = cfg.generate
-    tokens = video_tokens(*output_size(inst, g.max_area), g.frame_num)
-    return cfg.plan.seconds_per_video * (tokens / ANCHOR_TOKENS) * (g.sampling_steps / ANCHOR_STEPS)
+    width, height = output_size(inst, cfg)
+    return cfg.engine_spec.seconds(width, height, g.frame_num, g.sampling_steps,
+                                   cfg.plan.seconds_per_video)
 
 
 @dataclass
@@ -101,7 +95,7 @@ def build_plan(cfg: Config, *, verify: str | None = None, retry_failed: bool = F
     settings) before anything is submitted.
     """
     manifest = load_manifest(cfg.bench)
-    check_output_sizes(manifest, cfg.generate.max_area)
+    check_output_sizes(manifest, cfg)
     return make_plan(cfg, manifest, OutputStore.for_config(cfg), verify=verify, retry_failed=retry_failed)
 
 
@@ -125,7 +119,7 @@ def make_plan(cfg: Config, manifest: Manifest, store: OutputStore, *, verify: st
     costs = {inst.stem: estimate_seconds(inst, cfg) for inst in pending}
     n_chunks, rule = chunk_count(cfg, sum(costs.values()), len(pending))
     chunks = split_balanced(pending, costs, n_chunks)
-    sizes = Counter("%dx%d" % output_size(i, cfg.generate.max_area) for i in pending)
+    sizes = Counter("%dx%d" % output_size(i, cfg) for i in pending)
     return Plan(instances=list(manifest.instances), done=scan.done, pending=scan.pending,
                 failed=scan.failed, quarantined=scan.quarantined, notes=notes, chunks=chunks,
                 claimed=scan.claimed, fingerprint=store.fingerprint, chunk_rule=rule,

@@ -180,8 +180,16 @@ def _under(path: Path, root: Path) -> bool:
 
 
 def check_checkpoint(cfg: Config, ctx: Context) -> CheckResult:
-    from wmsub.node.engines.layout import dit_config, inspect_checkpoint
+    import importlib
+    from wmsub.engine_specs import import_object
+    spec = cfg.engine_spec
+    if not spec.checkpoint_check:
+        return CheckResult("checkpoint", skipped=f"model.engine={spec.name} declares no checkpoint check")
+    inspect_checkpoint = import_object(spec.checkpoint_check, "model.engine's checkpoint_check")
     problems, warnings = inspect_checkpoint(cfg.model.checkpoint_dir)
+    # the DiT's config.json, where the layout module can read it (the heads sp divides)
+    layout = importlib.import_module(spec.checkpoint_check.partition(":")[0])
+    dit_config = getattr(layout, "dit_config", lambda ckpt: None)
     config = dit_config(cfg.model.checkpoint_dir) or {}
     heads, gpus = config.get("num_heads"), cfg.slurm.gpus_per_job
     if cfg.generate.parallel == "sp" and isinstance(heads, int) and gpus > 1 and heads % gpus:

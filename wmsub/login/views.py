@@ -37,8 +37,10 @@ def format_plan(plan, cfg) -> str:
         lines.append("sizes:     " + ", ".join(f"{k} x{v}" for k, v in plan.output_sizes.items()))
     if plan.chunks:
         per_video = cfg.plan.seconds_per_video
+        w, h, frames, steps = cfg.engine_spec.reference_video
         lines.append(f"estimate:  {hms(plan.est_total_s)} of job time in total "
-                     f"({per_video:g} s per 1280x704x81 video at 50 steps, scaled by tokens x steps)")
+                     f"({per_video:g} s per {w}x{h}x{frames} video at {steps} steps, "
+                     "scaled by tokens x steps)")
         lines.append(_wall_clock_line(plan, s))
         lines.append(f"chunks:    {len(plan.chunks)} array tasks, {plan.chunk_rule}")
         shown = plan.chunks if len(plan.chunks) <= 24 else plan.chunks[:20]

@@ -38,8 +38,12 @@ def _attempt(checks: list, name: str, fn) -> bool:
         return False
 
 
-def interpreter_report(device: str) -> dict:
-    """What a chunk job needs from its interpreter, each import tried on its own."""
+DEFAULT_ENGINE_LOADER = "wmsub.node.engines.wan_ti2v:WanTI2VEngine"
+
+
+def interpreter_report(device: str, engine_loader: str = DEFAULT_ENGINE_LOADER) -> dict:
+    """What a chunk job needs from its interpreter, each import tried on its own;
+    `engine_loader` is model.engine's class (`module:Class`)."""
     report = {"python": sys.executable, "python_version": ".".join(map(str, sys.version_info[:3])),
               "host": socket.gethostname(), "checks": [], "torch_cuda": None, "wan": None}
     checks = report["checks"]
@@ -58,8 +62,10 @@ def interpreter_report(device: str) -> dict:
         return report
 
     def engine():
-        import wmsub.node.engines.wan_ti2v  # noqa: F401 - the engine and its imports
-    _attempt(checks, "wmsub.node.engines.wan_ti2v", engine)
+        from wmsub.engine_specs import import_object
+        import_object(engine_loader)  # the engine's module and its imports
+        return engine_loader
+    _attempt(checks, "engine", engine)
 
     def wan_modules():
         from wmsub.node.engines.shims import WAN_MODULES, wan_module, wan_version
@@ -143,7 +149,7 @@ def on_node_probe(spec: dict) -> dict:
                                               out["device_cgroup"])
     except Exception as e:  # noqa: BLE001 - reported, the other checks still run
         out["gpu"], out["gpu_problem"] = None, f"{type(e).__name__}: {e}"
-    out["interpreter"] = interpreter_report(spec["device"])
+    out["interpreter"] = interpreter_report(spec["device"], spec.get("engine", DEFAULT_ENGINE_LOADER))
     if any(c["name"] == "torch" and c["ok"] for c in out["interpreter"]["checks"]):
         out["dist"] = _dist_check(spec)
         out["memory"] = _gpu_memory()
@@ -215,10 +221,14 @@ def _write_check(output_dir: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`... -c "from wmsub.node.probe import main; main()" interpreter --device cpu`"""
+    """`... -c "from wmsub.node.probe import main; main()" interpreter --device cpu
+    [--engine module:Class]`"""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 3 and argv[0] == "interpreter" and argv[1] == "--device":
-        print(MARK + json.dumps(interpreter_report(argv[2])), flush=True)
+    if len(argv) in (3, 5) and argv[0] == "interpreter" and argv[1] == "--device" and (
+            len(argv) == 3 or argv[3] == "--engine"):
+        loader = argv[4] if len(argv) == 5 else DEFAULT_ENGINE_LOADER
+        print(MARK + json.dumps(interpreter_report(argv[2], loader)), flush=True)
         return 0
-    print(f"usage: interpreter --device auto|cuda|cpu (got {argv})", file=sys.stderr)
+    print(f"usage: interpreter --device auto|cuda|cpu [--engine module:Class] (got {argv})",
+          file=sys.stderr)
     return 2

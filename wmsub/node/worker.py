@@ -121,7 +121,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
 
         t_imports = time.time()
         from wmsub.node.engines.parallel import init_distributed  # torch from here on
-        from wmsub.node.engines.wan_ti2v import load_engine
+        from wmsub.node.engines.base import load_engine
 
         t_init = time.time()
         ctx = init_distributed(cfg.generate)

@@ -1,5 +1,6 @@
 """Video engines: the model side of a chunk job (compute node; torch lives here).
 
+    base         the Engine interface (a Protocol) and load_engine (model.engine)
     attention    the attention dispatcher (generate.attention)
     checkpoint   reading an official checkpoint folder
     fast         the fast path's apply_* speed-ups

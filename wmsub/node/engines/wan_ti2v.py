@@ -21,6 +21,7 @@ import torch.distributed as dist
 from PIL import Image
 
 from wmsub.benchmark.sizes import i2v_size, t2v_size
+from wmsub.engine_specs import WAN22_TI2V_5B
 from wmsub.node.engines import checkpoint as ckpt_mod
 from wmsub.node.engines.parallel import DistContext
 from wmsub.node.engines.attention import current_attention, install_attention
@@ -70,7 +71,10 @@ def _sync(device):
 
 
 class WanTI2VEngine:
-    """Loads T5, VAE and DiT once; `generate(instance)` makes one video."""
+    """Loads T5, VAE and DiT once; `sample(prompt, image, seed)` makes one video
+    (the base.Engine interface)."""
+
+    spec = WAN22_TI2V_5B
 
     def __init__(self, cfg, ctx: DistContext):
         t0 = time.perf_counter()
