@@ -30,7 +30,7 @@ class Engine(Protocol):
     def sample(self, prompt: str, image, seed: int):
         """One video: (3, F, H, W) float in [-1, 1] (a CPU torch tensor or a numpy array) on
         the writer rank, None on the other ranks. `image` is an RGB PIL image, or None in
-        t2v mode. Its width and height are spec.i2v_size's (the store checks them)."""
+        t2v mode. Its size should be spec.i2v_size's (`adopt` checks videos against it)."""
 
     def fingerprint(self) -> dict:
         """Everything of this loaded engine that changes the numbers (versions, dtypes,
