@@ -184,3 +184,15 @@ def test_the_live_screen_fits_a_short_terminal_keeping_the_rows_that_matter(tmp_
     assert any("s20-3 step 7/50" in line for line in lines)
     assert any(f"{35 - len(shown)} more" in line and "20 completed" in line for line in lines)
     assert "chunk 30: RuntimeError: boom" in "\n".join(lines)
+
+
+def test_slurm_lines_after_a_crash_leave_the_exception_in_view():
+    # seen in CI: a rank's exception followed by 14 lines of srun's own teardown messages
+    noise = [f"srun: error: slurm_msg_sendto: address:port=127.0.0.1:{40000 + k} msg_type=8001"
+             for k in range(14)]
+    lines = ["starting"] + _traceback(frames=3).splitlines() + noise
+    summary = monitor.summarize_log(lines)
+    assert FIX in summary and "Traceback (most recent call last):" in summary
+    assert summary[-monitor.SLURM_LINES:] == noise[-monitor.SLURM_LINES:]
+    assert len(summary) <= monitor.LOG_TAIL_LINES
+    assert monitor.summarize_log(noise) == noise[-monitor.LOG_TAIL_LINES:]  # nothing else to show

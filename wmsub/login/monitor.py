@@ -69,7 +69,9 @@ def _is_frame(line: str) -> bool:
 def summarize_log(lines: list[str], keep: int = LOG_TAIL_LINES) -> list[str]:
     """The last `keep` lines of a log without Python traceback frames (a frame's `File ...`
     line and the indented source and ^^^ lines under it): what is left names the
-    exception, its message and the fix."""
+    exception, its message and the fix. Slurm's own lines (srun:, slurmstepd), which can
+    follow a crash by the dozen, get SLURM_LINES of them unless the program said less, so
+    the program's last words stay in view."""
     out: list[str] = []
     in_frame = False
     for line in lines:
@@ -80,7 +82,19 @@ def summarize_log(lines: list[str], keep: int = LOG_TAIL_LINES) -> list[str]:
             continue
         in_frame = False
         out.append(line)
-    return out[-keep:]
+    slurm = [i for i, line in enumerate(out) if _is_slurm_line(line)]
+    program = [i for i, line in enumerate(out) if not _is_slurm_line(line)]
+    n_slurm = min(len(slurm), keep, max(SLURM_LINES, keep - len(program)))
+    n_program = keep - n_slurm
+    chosen = (program[-n_program:] if n_program else []) + (slurm[-n_slurm:] if n_slurm else [])
+    return [out[i] for i in sorted(chosen)]
+
+
+SLURM_LINES = 4
+
+
+def _is_slurm_line(line: str) -> bool:
+    return line.startswith(("srun: ", "slurmstepd", "srun:"))
 
 
 # ---- job states --------------------------------------------------------------------------
