@@ -362,6 +362,11 @@ def cmd_run(args) -> int:
     from wmsub.state.runs import create_run, discard_run, read_latest
     cfg, path = _load(args)
     report = _preflight(cfg, path, args.local)
+    if report.ok and not args.dry_run and submission.executor_kind(cfg, args.local) == "slurm":
+        released = submission.release_claims_of_ended_jobs(cfg)
+        if released:
+            print(f"released {len(released)} claim(s) of Slurm job(s) that have ended: "
+                  + ", ".join(f"{stem} ({job})" for stem, job in sorted(released.items())))
     # the planner scans output.dir: one it cannot use is already reported
     plan = None if "output.dir" in {p.key for p in report.problems} else _plan_or_exit(cfg)
     if plan is not None:

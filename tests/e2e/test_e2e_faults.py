@@ -103,3 +103,45 @@ def test_two_preemptions_under_a_short_time_limit_are_not_timeouts(tmp_path, syn
     assert (status["totals"]["preemptions"], status["totals"]["timeouts"]) == (2, 0)
     text = launch("status", "--logs", tmp_path / "logs").stdout
     assert "timeouts 0, preemptions 2" in text, text
+
+
+def _sbatch(*args: str) -> str:
+    out = subprocess.run(["sbatch", "--parsable", "-p", "low", "-c", "1", "--mem=100M", *args],
+                         check=True, capture_output=True, text=True).stdout
+    return out.strip().split(";")[0]
+
+
+def _claim_from_another_node(outputs, stem: str, job_id: str) -> None:
+    claims = outputs / ".wmsub" / "claims"
+    claims.mkdir(parents=True, exist_ok=True)
+    info = {"stem": stem, "token": f"t-{job_id}", "host": "node-elsewhere", "pid": 4242,
+            "pidns": "pid:[1]", "pid_start": 1, "job_id": job_id, "created_at": time.time(),
+            "owner": {"job_id": job_id, "host": "node-elsewhere", "pid": 4242}}
+    (claims / f"{stem}.claim").write_text(json.dumps(info))
+
+
+def test_run_releases_the_claims_of_jobs_that_ended_and_keeps_the_live_ones(
+        tmp_path, synthetic_bench, tiny_checkpoint):
+    # A job killed on another node (scancel, node failure, OOM) cannot release its claim and
+    # its pid cannot be checked from here: only Slurm knows it has ended.
+    ended = _sbatch("--wrap", "true")
+    wait_until(lambda: not squeue_ids(ended), 60, "the short job to end")
+    live = _sbatch("--wrap", "sleep 300")
+    try:
+        bench = synthetic_bench(3, seed=9)
+        stems = [json.loads((bench / "worldmodelbench.json").read_text())[i]["first_frame"]
+                 .split("/")[-1].rsplit(".", 1)[0] for i in range(3)]
+        outputs = tmp_path / "outputs"
+        _claim_from_another_node(outputs, stems[0], ended)
+        _claim_from_another_node(outputs, stems[1], live)
+        over = smoke_overrides(tmp_path, bench, tiny_checkpoint, **{"plan.chunks": 1})
+        proc = launch("--config", "configs/smoke.yaml", *over, "--wait", timeout_s=600, check=False)
+        assert f"released 1 claim(s) of Slurm job(s) that have ended: {stems[0]} ({ended})" \
+            in proc.stdout, proc.stdout[-3000:]
+        made = {p.stem for p in outputs.glob("*.mp4")}
+        assert stems[0] in made and stems[2] in made, (made, proc.stdout[-3000:])
+        assert stems[1] not in made, "a live job's claim is left to that job"
+        assert (outputs / ".wmsub" / "claims" / f"{stems[1]}.claim").exists()
+        assert not (outputs / ".wmsub" / "claims" / f"{stems[0]}.claim").exists()
+    finally:
+        subprocess.run(["scancel", live], check=False)

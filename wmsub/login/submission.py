@@ -5,6 +5,7 @@ Runs on a login node: no torch here. The chunk worker is pickled by reference
 """
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import sys
@@ -19,6 +20,7 @@ from wmsub.benchmark.manifest import load_manifest
 from wmsub.config import Config
 from wmsub.login import slurm_query as sq
 from wmsub.node.worker import ChunkWorker
+from wmsub.state.claims import same_process_space
 from wmsub.state.runs import RunFolder
 from wmsub.state.store import OutputStore
 
@@ -292,6 +294,46 @@ def resubmit_workers(run: RunFolder, cfg: Config) -> list[ChunkWorker]:
 # ---- cancel ----------------------------------------------------------------------------
 
 CANCEL_WAIT_S = 60.0
+
+
+SLURM_JOB_ID = re.compile(r"^\d+(_\d+)?$")  # "A" or "A_i"; never "pid123" or a local id
+
+
+def claims_of_ended_jobs(claims: dict[str, dict], queue: dict[str, sq.JobInfo]) -> dict[str, str]:
+    """{stem: job id} of the live-looking claims whose Slurm job is not in `queue` (squeue's
+    pending, running and completing jobs). A claim made on this host is left to the pid
+    check (a local executor's job ids are pids); only claims from other nodes are judged."""
+    active = set(queue) | {j.raw_id for j in queue.values()}
+    ended = {}
+    for stem, info in claims.items():
+        owner = str(info.get("job_id") or (info.get("owner") or {}).get("job_id") or "")
+        if same_process_space(info):
+            continue
+        if SLURM_JOB_ID.match(owner) and owner not in active:
+            ended[stem] = owner
+    return ended
+
+
+def release_claims_of_ended_jobs(cfg: Config) -> dict[str, str]:
+    """Release the output claims held by Slurm jobs that have ended ({stem: job id}).
+
+    A job killed by a plain `scancel`, a node failure or an OOM cannot release its claim,
+    and on another node the planner cannot see that its process is gone: without this, a
+    relaunch would leave those stems to the dead job until output.claim_ttl_s runs out.
+    Nothing is released when squeue cannot answer.
+    """
+    store = OutputStore.for_config(cfg)
+    claims = store.claims.live_claims() if store.claims.dir.is_dir() else {}
+    owners = sorted({str(i.get("job_id") or "") for i in claims.values()} - {""})
+    slurm_owners = [o for o in owners if SLURM_JOB_ID.match(o)]
+    if not slurm_owners or shutil.which("squeue") is None:
+        return {}
+    queue, error = sq.query_squeue(sorted({o.split("_")[0] for o in slurm_owners}), all_states=False)
+    if error is not None:
+        return {}
+    ended = claims_of_ended_jobs(claims, queue)
+    released = set(store.claims.release_owned_by(set(ended.values())))
+    return {stem: job for stem, job in ended.items() if stem in released}
 
 
 def cancel_run(run_dir: Path, *, wait_s: float = CANCEL_WAIT_S, poll_s: float = 0.5) -> dict:
