@@ -160,6 +160,29 @@ def run_official_i2v(official, img, gen, prompt=PROMPT, guide_scale=None, record
     return video.cpu(), captured["latent"].cpu(), s_per_step, used, y
 
 
+DEVICE = "cuda"  # --tiny: "cpu" (a dry run of the tool's own code, CI-sized)
+
+
+def _sync():
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def _reset_peak():
+    if DEVICE == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib():
+    return round(torch.cuda.max_memory_allocated() / 2**30, 1) if DEVICE == "cuda" else None
+
+
+def _empty_cache():
+    gc.collect()
+    if DEVICE == "cuda":
+        torch.cuda.empty_cache()
+
+
 def _log(msg: str) -> None:
     rank = os.environ.get("RANK", "0")
     print(f"[verify-i2v r{rank} {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
@@ -167,7 +190,7 @@ def _log(msg: str) -> None:
 
 # ---- real-size parts --------------------------------------------------------------------
 
-def write_folder_parts(ckpt: Path, seed: int = 0) -> dict:
+def write_folder_parts(ckpt: Path, seed: int = 0, small_t5: bool = False) -> dict:
     """Everything of an A14B folder but the expert weights: T5 (real-size random, bf16),
     the Wan2.1 VAE (real-size random), a stand-in tokenizer, the experts' config.json."""
     from wmsub.dev.checkpoints import REAL_I2V_DIT, write_real_size_parts
@@ -175,7 +198,24 @@ def write_folder_parts(ckpt: Path, seed: int = 0) -> dict:
     done = ckpt / ".complete-i2v"
     if done.is_file():
         return json.loads(done.read_text())
-    timings = write_real_size_parts(ckpt, ("t5", "tokenizer"), "cuda", seed)
+    if DEVICE != "cuda":  # --tiny
+        from wmsub.dev.checkpoints import build_tiny_i2v_checkpoint
+        build_tiny_i2v_checkpoint(ckpt, seed)
+        done.write_text("{}")
+        return {}
+    if small_t5:  # the tiny T5 (dim 4096 as the DiT's text_dim): no 11 GB file to write
+        from wmsub.dev.checkpoints import TINY_T5
+        from wmsub.node.engines.layout import DIMS_FILE, T5_CHECKPOINT
+        ckpt.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(seed + 1)
+        t5 = wan_module("modules.t5").umt5_xxl(encoder_only=True, return_tokenizer=False,
+                                               dtype=torch.bfloat16, device="cpu", **TINY_T5)
+        torch.save(t5.state_dict(), ckpt / T5_CHECKPOINT)
+        (ckpt / DIMS_FILE).write_text(json.dumps({"note": "real-size experts and VAE, tiny T5",
+                                                  "t5": dict(TINY_T5)}))
+        timings = write_real_size_parts(ckpt, ("tokenizer",), "cuda", seed)
+    else:
+        timings = write_real_size_parts(ckpt, ("t5", "tokenizer"), "cuda", seed)
     t = time.perf_counter()
     torch.manual_seed(seed + 2)
     with torch.device("cuda"):
@@ -197,9 +237,10 @@ def write_folder_parts(ckpt: Path, seed: int = 0) -> dict:
 def build_experts(seed: int = 0, device="cuda") -> dict:
     """The two experts at the official size, random (different seeds), float32 as the
     official from_pretrained gives them, on `device`."""
-    from wmsub.dev.checkpoints import REAL_I2V_DIT, random_dit
-    return {HIGH: random_dit(REAL_I2V_DIT, device, torch.float32, seed + 10),
-            LOW: random_dit(REAL_I2V_DIT, device, torch.float32, seed + 11)}
+    from wmsub.dev.checkpoints import REAL_I2V_DIT, TINY_I2V_DIT, random_dit
+    dims = REAL_I2V_DIT if DEVICE == "cuda" else TINY_I2V_DIT
+    return {HIGH: random_dit(dims, DEVICE, torch.float32, seed + 10),
+            LOW: random_dit(dims, DEVICE, torch.float32, seed + 11)}
 
 
 def _cfg(ckpt, area, steps, frames, mode, attention, shift, extra=()):
@@ -207,7 +248,7 @@ def _cfg(ckpt, area, steps, frames, mode, attention, shift, extra=()):
     return load_config(None, ["model.engine=wan22-i2v-a14b", f"model.checkpoint_dir={ckpt}",
                               f"generate.max_area={area}", f"generate.frame_num={frames}",
                               f"generate.sampling_steps={steps}", f"generate.parallel={mode}",
-                              "generate.device=cuda", f"generate.attention={attention}",
+                              f"generate.device={DEVICE}", f"generate.attention={attention}",
                               f"generate.shift={shift}", *extra])
 
 
@@ -233,6 +274,22 @@ def official_patched(ckpt, experts, text_encoder, **kwargs):
         module.WanModel, module.T5EncoderModel = saved
 
 
+class _OffloadingT5:
+    """The engine's T5EncoderModel for the official object: on the device for each
+    encoding, back on the CPU after it (offload_model's T5 step; the same numbers)."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.model = inner.model
+
+    def __call__(self, texts, device):
+        self.inner.model.to(device)
+        try:
+            return self.inner(texts, device)
+        finally:
+            self.inner.model.cpu()
+
+
 def synthetic_frame(width=1280, height=720, seed=0):
     return _verify_official().synthetic_image(width, height, seed)
 
@@ -243,7 +300,7 @@ def _timed_sample(engine, img, seed, decode=False):
     stamps = []
 
     def on_step(step, steps):
-        torch.cuda.synchronize()
+        _sync()
         stamps.append(time.perf_counter())
 
     engine.step_callback = on_step
@@ -251,7 +308,7 @@ def _timed_sample(engine, img, seed, decode=False):
     if not decode:
         engine.vae.decode = lambda zs: [torch.zeros(3, 1, 1, 1, device=zs[0].device)]
     try:
-        torch.cuda.synchronize()
+        _sync()
         t0 = time.perf_counter()
         video = engine.sample(PROMPT, img, seed)
     finally:
@@ -284,7 +341,7 @@ def main_one_gpu(args) -> int:
     from wmsub.node.engines.parallel import init_distributed
     from wmsub.node.engines.wan_i2v import WanI2VEngine
     verify = _verify_official()
-    result = {"machine": torch.cuda.get_device_name(0), "torch": str(torch.__version__),
+    result = {"machine": torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu", "torch": str(torch.__version__),
               "steps": args.steps, "frames": args.frames, "compare_area": args.compare_area,
               "shift": args.shift, "attention": args.attention}
     out = Path(args.out) if args.out else None
@@ -295,17 +352,19 @@ def main_one_gpu(args) -> int:
 
     ckpt = Path(args.ckpt)
     t = time.perf_counter()
-    result["folder"] = write_folder_parts(ckpt, args.seed)
+    result["folder"] = write_folder_parts(ckpt, args.seed, args.small_t5)
     result["write_folder_s"] = round(time.perf_counter() - t, 1)
     t = time.perf_counter()
     experts = build_experts(args.seed)
-    torch.cuda.synchronize()
+    _sync()
     result["build_experts_s"] = round(time.perf_counter() - t, 1)
     result["expert_params"] = sum(p.numel() for p in experts[HIGH].parameters())
     _log(f"experts built ({result['expert_params'] / 1e9:.2f}B params each); loading ours")
     save()
 
-    cfg = _cfg(ckpt, args.compare_area, args.steps, args.frames, "none", args.attention, args.shift)
+    # T5 leaves the GPU after encoding on both sides (the same numbers; 11 GB more room)
+    cfg = _cfg(ckpt, args.compare_area, args.steps, args.frames, "none", args.attention,
+               args.shift, ("generate.offload_t5=true",))
     t = time.perf_counter()
     engine = WanI2VEngine(cfg, init_distributed(cfg.generate), experts=experts)
     result["ours_load_s"] = round(time.perf_counter() - t, 1)
@@ -313,31 +372,34 @@ def main_one_gpu(args) -> int:
     img = synthetic_frame()
     if not args.skip_compare:
         t = time.perf_counter()
-        official = official_patched(ckpt, experts, engine.text_encoder, device_id=0, rank=0,
-                                    init_on_cpu=False)
+        if DEVICE == "cuda":
+            official = official_patched(ckpt, experts, _OffloadingT5(engine.text_encoder),
+                                        device_id=0, rank=0, init_on_cpu=False)
+        else:  # --tiny: WanI2V.__init__ needs CUDA
+            official = official_i2v_sharing_modules(engine)
         result["official_load_s"] = round(time.perf_counter() - t, 1)
-        install_attention(args.attention, "cuda")
-        torch.cuda.reset_peak_memory_stats()
+        install_attention(args.attention, DEVICE)
+        _reset_peak()
         t = time.perf_counter()
         video_off, latent_off, result["official_s_per_step"], used, _ = run_official_i2v(
             official, img.copy(), cfg.generate, record=True)
         result["official_total_s"] = round(time.perf_counter() - t, 1)
         result["official_experts"] = used
-        result["official_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
-        official.vae.model.cpu()
+        result["official_peak_gib"] = _peak_gib()
+        if official.vae is not engine.vae:
+            official.vae.model.cpu()
         del official
-        gc.collect()
-        torch.cuda.empty_cache()
+        _empty_cache()
         save()
         _log(f"official done in {result['official_total_s']}s; ours")
-        torch.cuda.reset_peak_memory_stats()
+        _reset_peak()
         t = time.perf_counter()
         video = engine.sample(PROMPT, img.copy(), cfg.generate.seed)
         result["ours_total_s"] = round(time.perf_counter() - t, 1)
         result["ours_s_per_step"] = engine.last_timings["s_per_step"]
         result["ours_timings"] = engine.last_timings
         result["ours_experts"] = engine.last_experts
-        result["ours_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+        result["ours_peak_gib"] = _peak_gib()
         result["video_shape"] = list(video.shape)
         result.update(verify.compare(engine.last_latent.cpu(), video, latent_off, video_off))
         result["equal"] = result["equal_latent"] and result["equal_video"]
@@ -351,7 +413,7 @@ def main_one_gpu(args) -> int:
     engine.gen.offload_t5 = True
     engine.text_encoder.model.cpu()
     engine._t5_on_device = False
-    torch.cuda.empty_cache()
+    _empty_cache()
     timing = result.setdefault("timing", {})
     for variant in ("exact", "fast"):
         if variant == "fast":
@@ -363,21 +425,20 @@ def main_one_gpu(args) -> int:
             engine.gen.attention = args.fast_attention
             engine.apply_fast_path()
             result["fast_fingerprint"] = engine.fingerprint()
-        for area in args.timing_area.split(","):
+        for area in [a for a in args.timing_area.split(",") if a]:
             if variant == "exact" and area == args.compare_area and not args.skip_compare \
                     and args.timing_steps == args.steps:
                 continue
             engine.gen.max_area = int(eval(area))  # "720*1280"
             engine.gen.sampling_steps = args.timing_steps
-            torch.cuda.reset_peak_memory_stats()
+            _reset_peak()
             _log(f"timing {variant} {area}")
             try:
                 row, _ = _timed_sample(engine, img.copy(), cfg.generate.seed)
             except torch.OutOfMemoryError as e:
                 row = {"error": f"out of memory: {str(e)[:200]}"}
-                gc.collect()
-                torch.cuda.empty_cache()
-            row["peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+                _empty_cache()
+            row["peak_gib"] = _peak_gib()
             timing[f"{variant}_{area}"] = row
             save()
     text = json.dumps(result, indent=1, default=str)
@@ -493,7 +554,15 @@ def main(argv=None) -> int:
     parser.add_argument("--modes", default="sp,cfg,dp", help="--two-gpu: modes to time")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="")
+    parser.add_argument("--small-t5", action="store_true",
+                        help="a tiny T5 instead of writing the real-size 11 GB one")
+    parser.add_argument("--tiny", action="store_true",
+                        help="a CPU dry run of this tool at tiny sizes (no official __init__)")
     args = parser.parse_args(argv)
+    if args.tiny:
+        global DEVICE
+        DEVICE = "cpu"
+        return main_one_gpu(args)
     if not torch.cuda.is_available():
         print(json.dumps({"error": "needs CUDA (WanI2V hard-codes cuda:N); on CPU run "
                                    "tests/unit/test_engine_i2v_official.py"}))
