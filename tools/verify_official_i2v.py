@@ -457,8 +457,10 @@ def main_two_gpu(args) -> int:
     from wmsub.node.engines.wan_i2v import WanI2VEngine
     verify = _verify_official()
     rank = int(os.environ.get("RANK", "0"))
-    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
-    result = {"machine": f"2x {torch.cuda.get_device_name(0)}", "steps": args.steps,
+    if DEVICE == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", rank)))
+    machine = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu (gloo)"
+    result = {"machine": f"2x {machine}", "steps": args.steps,
               "frames": args.frames, "area": args.compare_area, "shift": args.shift,
               "attention": args.attention}
     out = Path(args.out) if args.out else None
@@ -468,10 +470,10 @@ def main_two_gpu(args) -> int:
             out.write_text(json.dumps(result, indent=1, default=str) + "\n")
 
     ckpt = Path(args.ckpt)
-    if rank == 0:
-        result["folder"] = write_folder_parts(ckpt, args.seed)
     cfg = _cfg(ckpt, args.compare_area, args.steps, args.frames, "sp", args.attention, args.shift)
     ctx = init_distributed(cfg.generate)
+    if rank == 0:
+        result["folder"] = write_folder_parts(ckpt, args.seed, args.small_t5)
     dist.barrier()
     img = synthetic_frame()
     video_off = latent_off = None
@@ -481,14 +483,13 @@ def main_two_gpu(args) -> int:
         official = official_patched(ckpt, build_experts(args.seed), None, device_id=rank,
                                     rank=rank, t5_fsdp=True, dit_fsdp=True, use_sp=True)
         result["official_load_s"] = round(time.perf_counter() - t, 1)
-        install_attention(args.attention, "cuda")
+        install_attention(args.attention, DEVICE)
         t = time.perf_counter()
         video_off, latent_off, result["official_s_per_step"], _, _ = run_official_i2v(
             official, img.copy(), cfg.generate)
         result["official_total_s"] = round(time.perf_counter() - t, 1)
         del official
-        gc.collect()
-        torch.cuda.empty_cache()
+        _empty_cache()
         dist.barrier()
         save()
         _log("official sp done")
@@ -509,8 +510,7 @@ def main_two_gpu(args) -> int:
         dist.all_gather_object(all_rows, row)
         result.setdefault("modes", {})[mode] = all_rows
         del engine
-        gc.collect()
-        torch.cuda.empty_cache()
+        _empty_cache()
         dist.barrier()
         save()
         _log(f"{mode} done: {row.get('steady_s_per_step')}")
@@ -562,6 +562,9 @@ def main(argv=None) -> int:
     if args.tiny:
         global DEVICE
         DEVICE = "cpu"
+        if args.two_gpu:
+            args.skip_compare = True  # the official sp needs CUDA (WanI2V.__init__)
+            return main_two_gpu(args)
         return main_one_gpu(args)
     if not torch.cuda.is_available():
         print(json.dumps({"error": "needs CUDA (WanI2V hard-codes cuda:N); on CPU run "
