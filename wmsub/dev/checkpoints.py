@@ -184,6 +184,50 @@ def write_real_size_checkpoint(out: str | Path, device="cuda", seed: int = 0) ->
     return mark_complete(out, write_real_size_parts(out, REAL_PARTS, device, seed))
 
 
+# ---- Wan2.2-I2V-A14B (wan.WanI2V): two experts, the Wan2.1 VAE -------------------------
+
+TINY_I2V_DIT = dict(TINY_DIT, model_type="i2v", in_dim=36, out_dim=16)
+TINY_VAE21 = dict(dim=8, num_res_blocks=1)  # _video_vae's keyword arguments (official: dim 96, 2)
+# the official sizes (wan/configs/wan_i2v_A14B.py)
+REAL_I2V_DIT = dict(REAL_DIT, model_type="i2v", in_dim=36, out_dim=16, dim=5120, ffn_dim=13824,
+                    num_heads=40, num_layers=40)
+
+
+def build_tiny_i2v_checkpoint(out_dir: str | Path, seed: int = 0) -> Path:
+    """Write a tiny random Wan2.2-I2V-A14B folder in the official layout (two experts with
+    different random weights, the Wan2.1 VAE, T5 and tokenizer as build_tiny_checkpoint);
+    returns its path."""
+    from wmsub.node.engines.layout_i2v import EXPERTS
+    from wmsub.node.engines.layout_i2v import VAE_CHECKPOINT as VAE21_CHECKPOINT
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    wan_cfg = ti2v_config()  # T5 dtype and text_len: the same in wan_i2v_A14B
+    model_mod = wan_module("modules.model")
+    t5_mod = wan_module("modules.t5")
+    vae_mod = wan_module("modules.vae2_1")
+    for i, name in enumerate(EXPERTS):  # different seeds: the experts must differ
+        torch.manual_seed(seed + 10 + i)
+        dit = model_mod.WanModel(**TINY_I2V_DIT)
+        _randomize(dit, torch.Generator().manual_seed(seed + 10 + i), 0.05)
+        dit.save_pretrained(str(out / name), safe_serialization=True)
+
+    torch.manual_seed(seed + 1)
+    t5 = t5_mod.umt5_xxl(encoder_only=True, return_tokenizer=False, dtype=wan_cfg.t5_dtype,
+                         device="cpu", **TINY_T5)
+    torch.save(t5.state_dict(), out / T5_CHECKPOINT)
+
+    torch.manual_seed(seed + 2)
+    vae = vae_mod.WanVAE_(z_dim=16, dim_mult=[1, 2, 4, 4], attn_scales=[],
+                          temperal_downsample=[False, True, True], dropout=0.0, **TINY_VAE21)
+    torch.save(vae.state_dict(), out / VAE21_CHECKPOINT)
+
+    _build_tokenizer(out / T5_TOKENIZER)
+    dims = {"note": "tiny random Wan2.2-I2V-A14B weights built by wmsub.dev.checkpoints "
+                    "(not a real model)", "t5": dict(TINY_T5), "vae": dict(TINY_VAE21)}
+    (out / DIMS_FILE).write_text(json.dumps(dims, indent=1) + "\n")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m wmsub.dev.checkpoints",
                                      description="write a tiny random Wan2.2-TI2V checkpoint")
@@ -194,7 +238,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parts", default=",".join(REAL_PARTS),
                         help="with --real-size: which parts to write (two processes may split them)")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--i2v-a14b", action="store_true",
+                        help="a tiny Wan2.2-I2V-A14B folder (two experts, Wan2.1 VAE) instead")
     args = parser.parse_args(argv)
+    if args.i2v_a14b:
+        if args.real_size:
+            parser.error("--i2v-a14b --real-size: the experts (2 x 57 GB) are built in memory "
+                         "by tools/verify_official_i2v.py, not written")
+        path = build_tiny_i2v_checkpoint(args.out_dir, seed=args.seed)
+        print(json.dumps({"checkpoint_dir": str(path), "bytes": folder_bytes(path)}))
+        return 0
     if args.real_size:
         parts = [p for p in args.parts.split(",") if p]
         timings = write_real_size_parts(args.out_dir, parts, args.device, args.seed)

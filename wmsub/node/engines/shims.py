@@ -22,7 +22,9 @@ _BARE_PACKAGES = ("wan", "wan.modules", "wan.utils", "wan.distributed")
 # interpreter must import, and what `launch.py check` imports there.
 WAN_MODULES = ("configs.wan_ti2v_5B", "modules.t5", "modules.model", "modules.vae2_2",
                "distributed.fsdp", "distributed.sequence_parallel", "utils.fm_solvers",
-               "utils.fm_solvers_unipc")
+               "utils.fm_solvers_unipc",
+               # wan22-i2v-a14b (wan_i2v.py)
+               "configs.wan_i2v_A14B", "modules.vae2_1")
 
 
 def _register_bare_packages() -> None:
