@@ -96,7 +96,9 @@ WAN22_I2V_A14B = EngineSpec(
               "generate.max_area": 720 * 1280, "generate.frame_num": 81,
               "generate.sampling_steps": 40, "generate.sample_solver": "unipc",
               "generate.shift": 5.0, "generate.guide_scale": [3.5, 3.5], "generate.fps": 16,
-              "plan.seconds_per_video": 560.0},
+              # an estimate for sp on 2 H200s, scaled by FLOPs from the 480p step measured on
+              # one H200 (docs/A14B.md); set plan.seconds_per_video from a run's own numbers
+              "plan.seconds_per_video": 625.0},
     checkpoint_check="wmsub.node.engines.layout_i2v:inspect_checkpoint",
     guide_pair=True,
     description="Wan2.2-I2V-A14B (wan.WanI2V): two 14B experts, image to video",

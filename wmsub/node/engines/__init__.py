@@ -8,4 +8,6 @@
     parallelize  sp (FSDP + Ulysses) applied to a plain model
     shims        importing the official `wan` modules on CPU and CUDA
     wan_ti2v     the TI2V-5B sampler: sample(prompt, image, seed)
+    wan_i2v      the I2V-A14B sampler (two experts), a subclass of the TI2V-5B one
+    layout_i2v   the A14B checkpoint folder (no torch); checkpoint_i2v: its Wan2.1 VAE loader
 """
