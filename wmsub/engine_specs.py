@@ -123,7 +123,12 @@ def import_object(path: str, key: str = "model.engine"):
     try:
         return getattr(module, attr)
     except AttributeError:
-        raise EngineSpecError(f"{key}={path!r}: {module_name} has no {attr}") from None
+        import difflib
+        names = [n for n in vars(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, names, n=1)
+        raise EngineSpecError(f"{key}={path!r}: {module_name} ({getattr(module, '__file__', '?')}) has "
+                              f"no {attr} — fix: name one of its classes after the colon"
+                              + (f"; did you mean {module_name}:{close[0]}?" if close else "")) from None
 
 
 def engine_spec(name: str) -> EngineSpec:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wmsub.config import Config
+from wmsub.engine_specs import BUILT_IN
 from wmsub.problems import Problem
 from wmsub.state.jsonio import read_json, write_json_atomic, write_text_atomic
 from wmsub.state.runs import RunFolder
@@ -185,6 +186,8 @@ def _memory_problems(cfg: Config, r: dict, warnings: list[Problem]) -> list[Prob
     mem = r.get("memory")
     if not mem or "free_gb" not in mem or (Path(cfg.model.checkpoint_dir) / DIMS_FILE).is_file():
         return []  # CPU ranks, or a tiny test model
+    if cfg.model.engine not in BUILT_IN:
+        return []  # a user's engine: the measured peak is the 5B's, not its own
     need = memory_need_gb(cfg)
     if mem["free_gb"] >= need:
         return []

@@ -108,7 +108,7 @@ def check_config(cfg: Config, ctx: Context) -> CheckResult:
     from wmsub.login.limits import rule_problems, value_problems
     problems, warnings = rule_problems(cfg)
     return CheckResult("config", value_problems(cfg) + problems, warnings,
-                       {"file": ctx.config_path or "(defaults)"})
+                       {"file": ctx.config_path or "(defaults)", "engine": cfg.model.engine})
 
 
 def executor(cfg: Config, ctx: Context) -> str:

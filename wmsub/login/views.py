@@ -30,6 +30,7 @@ def format_plan(plan, cfg) -> str:
     lines = [
         f"benchmark: {cfg.bench.root} ({cfg.bench.prompt_mode}), {len(plan.instances)} instances",
         f"output:    {cfg.output.dir} (settings fingerprint {plan.fingerprint})",
+        f"model:     {cfg.model.name} (model.engine={cfg.model.engine})",
         f"status:    {len(plan.done)} done, {len(plan.pending)} pending, {len(plan.failed)} failed"
         f" (>= {cfg.output.max_attempts} attempts), {len(plan.quarantined)} quarantined now",
     ]

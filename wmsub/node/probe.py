@@ -73,7 +73,8 @@ def interpreter_report(device: str, engine_loader: str = DEFAULT_ENGINE_LOADER) 
             wan_module(name)
         report["wan"] = wan_version()
         return report["wan"]
-    _attempt(checks, "wan", wan_modules)
+    if engine_loader.startswith("wmsub."):  # a user's engine need not have the wan modules
+        _attempt(checks, "wan", wan_modules)
 
     def ffmpeg():
         import imageio_ffmpeg

@@ -147,6 +147,7 @@ def _settings(st: dict | None) -> list[str]:
     def used(d):
         return f"{d['configured']} (used: {', '.join(d['used']) or '–'})"
     return ["## Generation settings and cost", "", "| Item | Value |", "|---|---|",
+            f"| Engine (model.engine) | `{st.get('engine') or '–'}` |",
             f"| Settings fingerprint | `{st['fingerprint'] or '–'}` |",
             f"| Mode | {st['mode']} |",
             f"| Attention kernel | {used(st['attention'])} |",

@@ -127,6 +127,7 @@ def run_settings(run_dir: Path, cfg: Config, generation: dict, judging: dict | N
 
     chunk_jobs = len(plan.chunks)
     return {
+        "engine": cfg.model.engine,
         "fingerprint": saved.get("fingerprint") or plan.fingerprint or None,
         "settings": saved.get("settings"),
         "mode": "exact" if g.exact else "fast",
