@@ -36,8 +36,9 @@ README.md lists every key."""
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None,
-                   help=f"YAML config (default {DEFAULT_CONFIG}; a relative path not found "
-                        "here is looked up in the checkout)")
+                   help=f"YAML config (default {DEFAULT_CONFIG}, or the config of the engine "
+                        "a model.engine= override names; a relative path not found here is "
+                        "looked up in the checkout)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
 
 
@@ -278,8 +279,23 @@ def status_hint(run) -> str:
 
 
 def _load(args):
-    path = str(checkout_path(args.config or DEFAULT_CONFIG))
+    path = default_config_path(args.overrides) if args.config is None else str(checkout_path(args.config))
     return absolutize_paths(load_config(path, args.overrides)), path
+
+
+def default_config_path(overrides) -> str | None:
+    """The config file without --config: DEFAULT_CONFIG, or the config of the engine a
+    `model.engine=` override names (None for an engine without one: its defaults alone), so
+    `launch.py model.engine=wan22-i2v-a14b` never runs the 5B's settings."""
+    engines = [o.split("=", 1)[1].strip() for o in overrides if o.split("=", 1)[0].strip() == "model.engine"]
+    if not engines:
+        return str(checkout_path(DEFAULT_CONFIG))
+    from wmsub.engine_specs import EngineSpecError, engine_spec
+    try:
+        spec = engine_spec(engines[-1])
+    except EngineSpecError as e:
+        raise ConfigError(str(e)) from None
+    return str(checkout_path(spec.config)) if spec.config else None
 
 
 def _plan_or_exit(cfg):

@@ -291,3 +291,15 @@ def test_the_docs_config_for_the_engine_loads_with_its_defaults(tmp_path):
     cfg = _cfg(path=tmp_path / "still.yaml")
     assert cfg.engine_spec is StillFrameEngine.spec
     assert (cfg.model.name, cfg.generate.sampling_steps, cfg.slurm.gpus_per_job) == ("still-frame-baseline", 1, 1)
+
+
+def test_without_config_an_engine_override_reads_that_engines_config_not_the_5bs():
+    from wmsub.cli import DEFAULT_CONFIG, default_config_path
+    from wmsub.engine_specs import WAN22_I2V_A14B
+    assert default_config_path([]).endswith(DEFAULT_CONFIG)
+    a14b = default_config_path(["generate.seed=1", "model.engine=wan22-i2v-a14b"])
+    assert a14b.endswith(WAN22_I2V_A14B.config)
+    cfg = load_config(a14b, ["model.engine=wan22-i2v-a14b"])
+    assert (cfg.model.name, cfg.generate.sampling_steps, cfg.generate.guide_scale) == (
+        "Wan2.2-I2V-A14B", 40, [3.5, 3.5])
+    assert default_config_path([f"model.engine={NAME}"]) is None  # its defaults alone
