@@ -51,6 +51,9 @@ class EngineSpec:
     """`module:function`, (checkpoint_dir) -> (problems, warnings) of wmsub.problems.Problem,
     torch-free; "": none. A `dit_config(checkpoint_dir) -> dict | None` in the same module
     lets preflight check that sp's ranks divide the attention heads."""
+    gpu_memory_gb: float = 0.0
+    """GPU memory one GPU holding the whole model needs, T5 resident (a measured peak; the
+    on-node check compares it with each rank's free memory); 0: unknown, not checked."""
     config: str = ""
     """The config file (relative to the checkout) `launch.py` reads when `model.engine=` is
     given without --config; "": none, the engine's defaults alone."""
@@ -86,6 +89,7 @@ WAN22_TI2V_5B = EngineSpec(
               "generate.shift": 5.0, "generate.guide_scale": 5.0, "generate.fps": 24,
               "plan.seconds_per_video": 90.0},
     checkpoint_check="wmsub.node.engines.layout:inspect_checkpoint",
+    gpu_memory_gb=52.7,  # peak at 704x1280x81 on an H100, official and ours alike (docs/ENGINE.md)
     config="configs/wan22_ti2v_5b.yaml",
     description="Wan2.2-TI2V-5B (wan.WanTI2V): the seed's model, text+image to video",
 )
@@ -104,6 +108,9 @@ WAN22_I2V_A14B = EngineSpec(
               # one H200 (docs/A14B.md); set plan.seconds_per_video from a run's own numbers
               "plan.seconds_per_video": 625.0},
     checkpoint_check="wmsub.node.engines.layout_i2v:inspect_checkpoint",
+    # 121.3 GiB peak at 480p on an H200 with T5 offloaded (docs/A14B.md), plus T5's 11.4 GB:
+    # 720p needs more (not measured), so this is a lower bound
+    gpu_memory_gb=141.6,
     config="configs/wan22_i2v_a14b.yaml",
     guide_pair=True,
     description="Wan2.2-I2V-A14B (wan.WanI2V): two 14B experts, image to video",

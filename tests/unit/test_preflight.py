@@ -170,3 +170,20 @@ def test_judging_a_run_again_checks_the_judge_and_not_the_generation_side(tmp_pa
     report = preflight.run_judge_checks(cfg, SMOKE)
     assert {r.name for r in report.results} == {"config", "executor", "paths", "judge", "report", "slurm"}
     assert {p.key for p in report.problems} == {"judge.checkpoint", "judge.python"}
+
+
+def test_on_node_memory_need_is_the_engines_own(tmp_path):
+    from wmsub.login.onnode import _memory_problems
+    rank = {"rank": 0, "host": "n1", "memory": {"free_gb": 79.0, "total_gb": 80.0, "name": "H100"}}
+
+    def check(*overrides):
+        cfg = load_config(None, [f"model.checkpoint_dir={tmp_path}", *overrides])
+        warnings = []
+        return _memory_problems(cfg, rank, warnings), warnings
+
+    assert check("generate.parallel=dp") == ([], [])  # the 5B's 52.7 GB fits
+    problems, _ = check("model.engine=wan22-i2v-a14b", "generate.parallel=dp")
+    assert len(problems) == 1 and "~141.6 GB" in problems[0].what, problems
+    problems, warnings = check("model.engine=wan22-i2v-a14b", "generate.parallel=sp")
+    assert problems == [] and "sp shards it" in warnings[0].what
+    assert check("model.engine=tests.helpers.still_engine:StillFrameEngine") == ([], [])
