@@ -36,8 +36,8 @@ forward takes `y`, so every lever applies; under `sp` only the attention kernel 
 **Memory.** Both experts stay resident on each GPU, in float32 as the official loads them
 (no `convert_model_dtype`): 2 x 14.3B x 4 bytes = 114 GB, plus T5 (11.4 GB bf16, dropped
 from the GPU after encoding with `generate.offload_t5`), the VAE and activations (~10 GB
-at 720p). One H200 (141 GB) holds that for `none`/`dp`/`cfg`; an 80 GB GPU does not: there
-use `sp` on 2+ GPUs (FSDP: 57 GB of experts per GPU on 2, 29 GB on 4). Under `sp` each
+at 720p). One H200 holds that for `none`/`dp`/`cfg` at 480p (121.3 GiB peak, measured), most
+likely not at 720p (not measured); an 80 GB GPU does not: there use `sp` on 2+ GPUs (FSDP: 57 GB of experts per GPU on 2, 29 GB on 4). Under `sp` each
 expert is read and sharded in turn (one unsharded expert at a time; read through the CPU
 when the GPU has less than 100 GiB).
 """
