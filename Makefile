@@ -5,13 +5,18 @@ VPY     := $(VENV)/bin/python
 STAMP   := $(VENV)/.wmsub-installed
 PYTEST_ARGS ?=
 
-.PHONY: test unit ranks e2e demo venv cluster cluster-down checkpoint clean test-tools browser
+.PHONY: test unit procs ranks e2e demo venv cluster cluster-down checkpoint clean test-tools browser
 
 test: $(STAMP) cluster test-tools browser
-	$(VPY) -m pytest tests/unit tests/ranks tests/e2e $(PYTEST_ARGS)
+	$(VPY) -m pytest tests/unit tests/procs tests/ranks tests/e2e $(PYTEST_ARGS)
 
-unit: $(STAMP) test-tools browser # no cluster, one process: well under 2 minutes
+unit: $(STAMP)            # no cluster, one process: well under 2 minutes
 	$(VPY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# tests that start other processes: launch.py as a user runs it, interpreters and venvs,
+# torch.compile, concurrent writers, a real browser (chromium for the explorer); no cluster
+procs: $(STAMP) browser
+	$(VPY) -m pytest tests/procs $(PYTEST_ARGS)
 
 ranks: $(STAMP)           # several CPU ranks (gloo) per test, no cluster
 	$(VPY) -m pytest tests/ranks $(PYTEST_ARGS)

@@ -1,5 +1,6 @@
 """The command line against the dev cluster: states Slurm reports oddly, `logs -f` on a
-running job, and a whole run launched from a checkout whose path holds a space."""
+running job, a whole run launched from a checkout whose path holds a space, and the dry
+run's script (checked with `sbatch --test-only`, so it needs slurmctld)."""
 from __future__ import annotations
 
 import json
@@ -149,3 +150,19 @@ def test_a_whole_run_from_a_checkout_path_with_a_space(tmp_path, synthetic_bench
         assert set(names) == {job_name(run_dir.name, entry["stage"])}, entry
     chunk_logs = "".join(p.read_text() for p in (run_dir / "submitit").glob("*_0_*log.*"))
     assert "video " in chunk_logs and "accelerate" not in chunk_logs
+
+
+def test_dry_run_prints_the_exact_sbatch_script_and_submits_nothing(tmp_path, synthetic_bench,
+                                                                   tiny_checkpoint, slurm_cluster):
+    # the dry run checks the script with `sbatch --test-only`: it needs slurmctld
+    bench = synthetic_bench(6)
+    out = launch("--config", "configs/smoke.yaml", "--dry-run", "plan.chunks=3",
+                 "slurm.account=proj42", "slurm.additional={gpu-bind: closest}",
+                 *smoke_overrides(tmp_path, bench, tiny_checkpoint)).stdout
+    for line in ("#SBATCH --array=0-2%2", "#SBATCH --gres=gpu:2", "#SBATCH --ntasks-per-node=2",
+                 "#SBATCH --requeue", "#SBATCH --signal=USR2@60", "#SBATCH --partition=low",
+                 "#SBATCH --account=proj42", "#SBATCH --gpu-bind=closest", "#SBATCH --time=20",
+                 "submitit.core._submit", "export PYTHONPATH="):
+        assert line in out, line
+    assert "3 array tasks" in out
+    assert not (tmp_path / "logs").exists(), "a dry run must not create a run folder"

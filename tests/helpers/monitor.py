@@ -13,6 +13,21 @@ from wmsub.state.runs import PlanRecord, RunFolder
 SLURM_WAIT_S = 180  # generous: other tests' jobs may hold the node for a while
 
 
+# the last line of a failed chunk's log: the exception and its fix
+FIX = ("CheckpointError: model.checkpoint_dir /tmp/x/no-such-ckpt does not exist — fix: point "
+       "model.checkpoint_dir at the folder holding the official Wan2.2-TI2V-5B files "
+       "(diffusion_pytorch_model*.safetensors, Wan2.2_VAE.pth, models_t5_umt5-xxl-enc-bf16.pth)")
+
+
+def fake_traceback(frames: int) -> str:
+    """A Python traceback of `frames` frames ending in FIX, as a failed chunk's log holds."""
+    lines = ["Traceback (most recent call last):"]
+    for k in range(frames):
+        lines += [f'  File "/site-packages/wmsub/node/module_{k}.py", line {10 + k}, in step_{k}',
+                  f"    result = call_{k}(argument)", "             ^^^^^^^^^^^^^^^^"]
+    return "\n".join(lines + [FIX])
+
+
 def make_run(root: Path, chunks: dict[int, list[str]], jobs: list[dict], *,
              output_dir: str | None = None, gpus: int = 2) -> RunFolder:
     cfg = Config()
@@ -32,6 +47,11 @@ def gen_entry(master: str, chunk_indices: list[int], executor: str = "slurm") ->
     return {"stage": "gen", "executor": executor, "job_id": master,
             "tasks": {str(i): f"{master}_{i}" for i in chunk_indices},
             "chunks": chunk_indices, "submitted_at": time.time()}
+
+
+def local_run(root: Path, chunks: dict[int, list[str]], **kw) -> RunFolder:
+    """A run folder whose generation job ran with the local executor (job 4242)."""
+    return make_run(root, chunks, [gen_entry("4242", list(chunks), executor="local")], **kw)
 
 
 def write_record(run: RunFolder, index: int, stems: list[str], **fields) -> None:

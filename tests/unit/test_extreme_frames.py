@@ -39,13 +39,19 @@ def _bench(root: Path) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory) -> Path:
+    """The five frames' benchmark, made once for the module (the 6000x4000 frame takes a few
+    seconds); the tests only read it."""
+    return _bench(tmp_path_factory.mktemp("extreme") / "bench")
+
+
 def _overrides(bench, out, area, *extra):
     return [f"bench.root={bench}", f"output.dir={out}", f"generate.max_area={area}",
             "generate.frame_num=5", *extra]
 
 
-def test_too_elongated_frames_are_refused_at_validation_all_at_once(tmp_path, capsys):
-    bench = _bench(tmp_path / "bench")
+def test_too_elongated_frames_are_refused_at_validation_all_at_once(tmp_path, capsys, bench):
     cfg = load_config(None, _overrides(bench, tmp_path / "out", "64*64"))
     with pytest.raises(ManifestError) as refused:
         build_plan(cfg)
@@ -65,12 +71,11 @@ def test_too_elongated_frames_are_refused_at_validation_all_at_once(tmp_path, ca
     assert "Traceback" not in err and "ZeroDivisionError" not in err and "thin_1x64" in err
 
 
-def test_every_extreme_frame_plans_and_generates_where_the_area_allows(tmp_path, tiny_checkpoint):
+def test_every_extreme_frame_plans_and_generates_where_the_area_allows(tmp_path, tiny_checkpoint, bench):
     from wmsub.node.engines.parallel import init_distributed
     from wmsub.node.engines.wan_ti2v import load_engine
     from wmsub.node.worker import sample_instance
 
-    bench = _bench(tmp_path / "bench")
     # at 256*256 every frame has a size: 1x64 becomes a 32x2048 strip
     cfg = load_config(None, _overrides(bench, tmp_path / "out", "256*256", "generate.parallel=none",
                                        "generate.device=cpu", "generate.sampling_steps=2",

@@ -14,7 +14,7 @@ from PIL import Image
 from wmsub.config import BenchConfig
 from wmsub.benchmark.images import inspect_image, open_rgb
 from wmsub.benchmark.manifest import Instance, ManifestError, load_manifest
-from wmsub.dev.synthetic import DOMAINS, write_synthetic_benchmark
+from wmsub.dev.synthetic import DOMAINS
 
 
 
@@ -218,21 +218,3 @@ def test_non_rgb_images_are_noted_and_converted(tmp_path):
 def test_instance_fields_match_design():
     fields = list(Instance.__dataclass_fields__)
     assert fields == ["index", "stem", "prompt", "image", "domain", "subdomain", "image_size"]
-
-
-def test_synthetic_cli_writes_official_format(tmp_path):
-    import subprocess
-    import sys
-    out = tmp_path / "syn"
-    subprocess.run([sys.executable, "-m", "wmsub.dev.synthetic", str(out), "9"], check=True,
-                   cwd=Path(__file__).resolve().parents[2], stdout=subprocess.DEVNULL)
-    entries = json.loads((out / "worldmodelbench.json").read_text())
-    assert len(entries) == 9
-    assert {e["domain"] for e in entries} == {d for d, _ in DOMAINS}
-    assert all(set(e) == {"domain", "subdomain", "text_first_frame", "text_instruction",
-                          "first_frame"} for e in entries)
-    assert load_manifest(_bench(out)).stems == [Path(e["first_frame"]).stem for e in entries]
-    # deterministic for a seed
-    again = write_synthetic_benchmark(tmp_path / "again", n=9)
-    assert (again / "images" / "synthetic_0004.jpg").read_bytes() == \
-        (out / "images" / "synthetic_0004.jpg").read_bytes()

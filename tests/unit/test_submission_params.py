@@ -1,15 +1,14 @@
 """sbatch parameters of every job a run submits (login/submission.py), read from the exact
-scripts submitit writes, and the judge's interpreter kept exactly as given."""
+scripts submitit writes (the judge's interpreter kept exactly as given, a real venv:
+tests/procs/test_submission_params.py)."""
 from __future__ import annotations
 
-import subprocess
 import sys
-from pathlib import Path
 
 from tests.helpers.judge import make_judge_checkpoint
 from wmsub.config import load_config
 from wmsub.login import submission
-from wmsub.score.judge import judge_command, judge_setup_problems
+from wmsub.score.judge import judge_setup_problems
 from wmsub.state.runs import RunFolder
 
 KEYS = ["slurm.partition=gpu", "slurm.gpu_type=h100", "judge.partition=judgeq", "judge.gpu_type=a100",
@@ -41,19 +40,6 @@ def test_judge_gpus_default_to_the_generation_type_and_the_report_to_the_judge_p
     run = RunFolder(tmp_path / "run")
     assert "#SBATCH --gres=gpu:h100:1" in submission.sbatch_preview(cfg, run, 1, "judge")
     assert "#SBATCH --partition=judgeq" in submission.sbatch_preview(cfg, run, 1, "report")
-
-
-def test_a_venv_judge_python_is_passed_as_given_not_resolved_to_the_base_interpreter(tmp_path):
-    venv = tmp_path / "judge-venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    assert python.is_symlink()
-    cfg = load_config(None, [f"judge.python={python}", f"judge.checkpoint={tmp_path}"])
-    cmd = judge_command(cfg, tmp_path, "m", "s")
-    assert cmd[0] == str(python)
-    prefix = subprocess.run([cmd[0], "-c", "import sys; print(sys.prefix)"], capture_output=True,
-                            text=True, check=True).stdout.strip()
-    assert Path(prefix) == venv  # the venv, not the interpreter it links to
 
 
 def test_judge_setup_names_a_missing_or_empty_checkpoint_folder(tmp_path):
