@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from wmsub.config import Config
+from wmsub.dev.standin_judge import make_standin_checkpoint
 from wmsub.score.judge import write_shards_file
 
 # The one stand-in allowed: the external VILA judge cannot run here (see its docstring).
@@ -34,13 +35,8 @@ def make_mp4(path: Path, frames: int = 5, size: int = 64, shade: int = 0) -> Pat
 
 
 def make_judge_checkpoint(folder: Path) -> Path:
-    """A folder shaped like the judge's weights folder (config.json + a safetensors file)
-    for the STAND-IN judge, which reads nothing in it; the setup check needs the shape."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"note": "stand-in judge: no real weights"}))
-    header = b"{}"
-    (folder / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header)
-    return folder
+    """The STAND-IN judge's weights folder (wmsub.dev.standin_judge), as `make demo` makes it."""
+    return make_standin_checkpoint(folder)
 
 
 def make_judge_repo(root: Path, bench=BENCH, instructions: dict | None = None,

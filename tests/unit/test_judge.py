@@ -312,3 +312,19 @@ def test_a_failed_shard_keeps_why_until_it_succeeds(tmp_path, monkeypatch):
     monkeypatch.delenv("WMSUB_STANDIN_FAIL")
     run_shard(str(run_dir), 0)
     assert not (run_dir / "judge" / "shard-0" / "failed.json").exists()
+
+
+def test_the_demos_judge_settings_pass_the_judge_setup_check(tmp_path):
+    # `make demo` was refused before the queue once the judge.checkpoint check arrived
+    import shutil
+    from wmsub.config import load_config
+    from wmsub import CHECKOUT
+    from wmsub.dev.demo import judge_overrides
+    from wmsub.dev.standin_judge import STANDIN_JUDGE
+    from wmsub.score.judge import judge_setup_problems
+    repo = tmp_path / "standin-judge-repo"
+    repo.mkdir()
+    shutil.copy(STANDIN_JUDGE, repo / "evaluation.py")
+    (repo / "worldmodelbench.json").write_text("[]")
+    cfg = load_config(CHECKOUT / "configs" / "smoke.yaml", judge_overrides(repo))
+    assert judge_setup_problems(cfg) == []

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from wmsub import CHECKOUT as REPO
-from wmsub.dev.standin_judge import STANDIN_JUDGE
+from wmsub.dev.standin_judge import STANDIN_JUDGE, make_standin_checkpoint
 
 JOBS_TIMEOUT_S = 900
 
@@ -44,8 +44,8 @@ def standin_judge_repo(bench: Path) -> Path:
 
 def judge_overrides(repo: Path) -> list[str]:
     return ["judge.enabled=true", f"judge.python={sys.executable}", f"judge.repo={repo}",
-            # the stand-in loads no weights; the key must still name something
-            f"judge.checkpoint={repo / 'no-weights-standin'}",
+            # the stand-in loads no weights; the setup check still wants a model-shaped folder
+            f"judge.checkpoint={make_standin_checkpoint(repo / 'no-weights-standin')}",
             "judge.shards=2", "judge.partition=low", "judge.cpus=1", "judge.mem_gb=1"]
 
 
