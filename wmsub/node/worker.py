@@ -120,7 +120,7 @@ class ChunkWorker(submitit.helpers.Checkpointable):
             self._requeue = RequeueClassifier(cfg.slurm.signal_delay_s).install()
 
         t_imports = time.time()
-        from wmsub.node.engines.parallel import init_distributed  # torch from here on
+        from wmsub.node.engines.parallel import init_distributed, shutdown  # torch from here on
         from wmsub.node.engines.base import load_engine
 
         t_init = time.time()
@@ -181,8 +181,14 @@ class ChunkWorker(submitit.helpers.Checkpointable):
         barrier(ctx)
         if ctx.rank == 0:
             rec = self._progress.update(_on_finish)
-            return {"chunk": self.chunk_index, "done": len(rec["done"]), "failed": rec["failed"]}
-        return {"chunk": self.chunk_index, "rank": ctx.rank}
+            result = {"chunk": self.chunk_index, "done": len(rec["done"]), "failed": rec["failed"]}
+        else:
+            result = {"chunk": self.chunk_index, "rank": ctx.rank}
+        # Seen on the dev cluster: a rank that had finished aborted at interpreter exit
+        # ("terminate called without an active exception") with its gloo groups still alive,
+        # and Slurm then failed the whole chunk. The groups end here, before the exit.
+        shutdown(ctx)
+        return result
 
     def _next_instance(self, queue: list, store, ctx, cfg):
         """The writer picks and claims the next stem; its group follows."""
