@@ -4,6 +4,7 @@
 # what was skipped for lack of time. A failing stage does not stop the others.
 #
 #   BENCH=DIR OUT=DIR bash tools/gpu_check.sh
+#   STAGES=exact_sp,fast_cfg,fast_dp BENCH=DIR OUT=DIR bash tools/gpu_check.sh   # some stages only
 #
 # BENCH: a folder in the official format (worldmodelbench.json + images/) holding at least
 #   4 instances of output size 1248x704 and AYcHbDVOnWQ_13_69to196 (1312x672, 18,081 tokens):
@@ -34,8 +35,13 @@ json.dump(data, open(path, "w"), indent=1)
 EOF
 }
 
+wants() {  # wants NAME: NAME is one of STAGES (every default stage when STAGES is unset)
+  [ -z "${STAGES:-}" ] || [[ ",$STAGES," == *",$1,"* ]]
+}
+
 stage() {  # stage NAME MIN_S CMD...: run CMD unless less than MIN_S of the budget is left
   local name=$1 need=$2; shift 2
+  wants "$name" || return
   local left=$(( BUDGET_S - ($(date +%s) - T0) ))
   if (( left < need )); then
     note "$name" "{\"skipped\": \"time budget: ${left}s left, needs ${need}s\"}"
@@ -76,14 +82,17 @@ for name, chosen in groups.items():
     (dst / "worldmodelbench.json").write_text(json.dumps(chosen))
 EOF
 
-# the checkpoint (real-size random weights) is written while the sp sizes run
-"$PY" -m bench.throughput --checkpoint-only --ckpt "$CKPT" > "$OUT/checkpoint.json" 2> "$OUT/checkpoint.log" &
-CKPT_PID=$!
+# the 5B checkpoint (real-size random weights) is written while the sp sizes run
+CKPT_PID=
+if wants odd_sp_flash || wants exact_sp || wants fast_cfg || wants fast_dp || wants two_gpu_cfg; then
+  "$PY" -m bench.throughput --checkpoint-only --ckpt "$CKPT" > "$OUT/checkpoint.json" 2> "$OUT/checkpoint.log" &
+  CKPT_PID=$!
+fi
 
 # issue 14 item 5: the six sizes under sp, every kernel (flash3 when installed), vs none
 stage sp_sizes 60 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 tools/sp_sizes.py \
   --kernels flash,cudnn,efficient,flash3 --out "$OUT/sp_sizes.json"
-wait "$CKPT_PID"; note checkpoint "$(cat "$OUT/checkpoint.json" 2>/dev/null || echo null)"
+[ -n "$CKPT_PID" ] && wait "$CKPT_PID" && note checkpoint "$(cat "$OUT/checkpoint.json" 2>/dev/null || echo null)"
 
 # issue 14 item 1: one rank failing alone mid-video ends the whole 2-GPU job within its bound
 stage failure 90 "$PY" tools/two_gpu.py --failure --out "$OUT/failure.json"
@@ -96,7 +105,7 @@ if [ -s "$WORK/bench-odd/worldmodelbench.json" ] && [ "$(cat "$WORK/bench-odd/wo
     --out "$OUT/odd_sp_flash.json" generate.attention=flash
 fi
 # issue 17 item 5: the product path's throughput (2 videos per rank: one steady gap each)
-stage exact_sp 90 $TP --bench-root "$WORK/bench-common" --instances 2 \
+stage exact_sp 90 $TP --bench-root "$WORK/bench-common" --instances 3 \
   --config configs/wan22_ti2v_5b.yaml --parallel sp --work "$WORK/exact_sp" --out "$OUT/exact_sp.json"
 stage fast_cfg 120 $TP --bench-root "$WORK/bench-common" --instances 2 --repeat 2 \
   --config configs/wan22_ti2v_5b_fast.yaml --parallel cfg --work "$WORK/fast_cfg" --out "$OUT/fast_cfg.json"
@@ -111,6 +120,21 @@ stage speed_flash3 60 "$PY" -m bench.speed --steps 2 --out "$OUT/speed_flash3.js
 
 # the same with the surviving peer stuck in a C call (the deadline's kill path)
 stage failure_stuck 90 "$PY" tools/two_gpu.py --failure --failure-stuck --out "$OUT/failure_stuck.json"
+
+# issue 18, the A14B engine (real-size random experts; only when named in STAGES):
+# two GPUs: our sp against the official WanI2V(dit_fsdp, t5_fsdp, use_sp) at 480p, then sp, cfg
+# and dp timed; sp timed at 720p; one GPU: exact and fast s/step at 480p and 720p
+if [[ ",${STAGES:-}," == *",a14b_"* ]]; then
+  A14B="$PY tools/verify_official_i2v.py --ckpt $WORK/a14b --steps ${A14B_STEPS:-4}"
+  stage a14b_x2 200 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 \
+    tools/verify_official_i2v.py --two-gpu --ckpt "$WORK/a14b" --steps "${A14B_STEPS:-4}" \
+    --compare-area "480*832" --modes sp,cfg,dp --out "$OUT/a14b_x2.json"
+  stage a14b_x2_720p 120 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 \
+    tools/verify_official_i2v.py --two-gpu --ckpt "$WORK/a14b" --steps "${A14B_STEPS:-4}" \
+    --skip-compare --compare-area "720*1280" --modes sp --out "$OUT/a14b_x2_720p.json"
+  stage a14b_x1 120 $A14B --skip-compare --timing-steps "${A14B_STEPS:-4}" \
+    --timings "${A14B_X1_TIMINGS:-exact@720*1280,fast@480*832,fast@720*1280}" --out "$OUT/a14b_x1.json"
+fi
 
 note total_s "$(( $(date +%s) - T0 ))"
 cat "$OUT/summary.json"

@@ -415,36 +415,47 @@ def main_one_gpu(args) -> int:
     engine._t5_on_device = False
     _empty_cache()
     timing = result.setdefault("timing", {})
-    for variant in ("exact", "fast"):
-        if variant == "fast":
-            if args.skip_fast:
-                break
+    for variant, area in _timing_runs(args):
+        if variant == "fast" and not result.get("fast_fingerprint"):
             engine.gen.exact = False
             engine.gen.fast_blocks = True
             engine.gen.compile = True
             engine.gen.attention = args.fast_attention
             engine.apply_fast_path()
             result["fast_fingerprint"] = engine.fingerprint()
-        for area in [a for a in args.timing_area.split(",") if a]:
-            if variant == "exact" and area == args.compare_area and not args.skip_compare \
-                    and args.timing_steps == args.steps:
-                continue
-            engine.gen.max_area = int(eval(area))  # "720*1280"
-            engine.gen.sampling_steps = args.timing_steps
-            _reset_peak()
-            _log(f"timing {variant} {area}")
-            try:
-                row, _ = _timed_sample(engine, img.copy(), cfg.generate.seed)
-            except torch.OutOfMemoryError as e:
-                row = {"error": f"out of memory: {str(e)[:200]}"}
-                _empty_cache()
-            row["peak_gib"] = _peak_gib()
-            timing[f"{variant}_{area}"] = row
-            save()
+        engine.gen.max_area = int(eval(area))  # "720*1280"
+        engine.gen.sampling_steps = args.timing_steps
+        _reset_peak()
+        _log(f"timing {variant} {area}")
+        try:
+            row, _ = _timed_sample(engine, img.copy(), cfg.generate.seed)
+        except torch.OutOfMemoryError as e:
+            row = {"error": f"out of memory: {str(e)[:200]}"}
+            _empty_cache()
+        row["peak_gib"] = _peak_gib()
+        timing[f"{variant}_{area}"] = row
+        save()
     text = json.dumps(result, indent=1, default=str)
     print(text)
     save()
     return 0 if result.get("equal", True) else 1
+
+
+def _timing_runs(args) -> list:
+    """(variant, area) pairs to time, exact ones first (the fast path cannot be undone):
+    --timings "exact@720*1280,fast@480*832", else every --timing-area for exact and fast."""
+    if args.timings:
+        runs = [tuple(item.split("@", 1)) for item in args.timings.split(",") if item]
+    else:
+        areas = [a for a in args.timing_area.split(",") if a]
+        runs = [("exact", a) for a in areas
+                if not (a == args.compare_area and not args.skip_compare
+                        and args.timing_steps == args.steps)]
+        runs += [] if args.skip_fast else [("fast", a) for a in areas]
+    bad = [v for v, _ in runs if v not in ("exact", "fast")]
+    if bad:
+        raise SystemExit(f"--timings: unknown variant(s) {bad}: use exact@AREA or fast@AREA")
+    return sorted(runs, key=lambda run: run[0] != "exact")
 
 
 # ---- two GPUs -----------------------------------------------------------------------------
@@ -546,6 +557,9 @@ def main(argv=None) -> int:
     parser.add_argument("--compare-area", default="480*832")
     parser.add_argument("--timing-area", default="480*832,720*1280")
     parser.add_argument("--timing-steps", type=int, default=3)
+    parser.add_argument("--timings", default="",
+                        help='one GPU: what to time, e.g. "exact@720*1280,fast@480*832" '
+                             "(default: exact and fast at each --timing-area)")
     parser.add_argument("--attention", default="cudnn", help="the kernel both sides use")
     parser.add_argument("--fast-attention", default="auto")
     parser.add_argument("--skip-compare", action="store_true")
