@@ -407,7 +407,7 @@ def main_one_gpu(args) -> int:
         del video, video_off
         save()
         _log(f"equal={result['equal']}")
-    result["fingerprint"] = engine.fingerprint()
+    result["fingerprint"] = json.loads(json.dumps(engine.fingerprint()))  # a copy: the fast path edits it
 
     # timings: exact, then fast; T5 off the GPU between encodings (same numbers)
     engine.gen.offload_t5 = True

@@ -166,3 +166,24 @@ def test_t2v_is_refused_and_fingerprint_names_the_engine(harness):
     assert fp["engine"] == "wan22-i2v-a14b" == engine.spec_name == engine.spec.name
     assert fp["boundary"] == 0.9 and fp["lightning"] is False
     assert set(fp["experts"]) == {"high_noise_model", "low_noise_model"}
+
+
+def test_fast_path_keeps_q_k_v_unfused(harness):
+    """The fast path on each expert, without the fused q/k/v copy (no room beside two fp32
+    experts on an H200: out of memory at 480p, measured)."""
+    from wmsub.node.engines.wan_i2v import WanI2VEngine
+    _, _, _, _, ckpt = harness
+    cfg = load_config(None, ["model.engine=wan22-i2v-a14b", f"model.checkpoint_dir={ckpt}",
+                             "generate.max_area=64*96", "generate.frame_num=5",
+                             "generate.sampling_steps=2", "generate.parallel=none",
+                             "generate.device=cpu", "generate.exact=false",
+                             "generate.fast_blocks=true", "generate.compile=false",
+                             "generate.attention=math"])
+    engine = WanI2VEngine(cfg, init_distributed(cfg.generate))
+    for name in ("high_noise_model", "low_noise_model"):
+        applied = engine.fingerprint()["speedups"][name]
+        assert applied["fast_blocks"] and applied["interleaved_rope"], applied
+        assert applied["fused_qkv"] is False, applied
+        assert all("wmsub_qkv_weight" not in block.self_attn._buffers
+                   for block in engine.experts[name].blocks)
+    assert engine.sample("a ball", _image(96, 64, 5), 42).shape[1] == 5

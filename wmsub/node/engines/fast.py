@@ -313,12 +313,13 @@ def _plain_wan_model(model) -> bool:
     return type(model).__name__ == "WanModel" and "forward" not in model.__dict__
 
 
-def apply_speedups(model, gen_cfg):
+def apply_speedups(model, gen_cfg, fuse_qkv: bool = True):
     """Apply the speed-ups `gen_cfg` (a GenerateConfig) switches on; exact: none.
 
     fast_blocks: fast blocks + interleaved RoPE + fused q/k/v (each measured to pay,
     docs/SPEED.md); compile: torch.compile of each block. Under sequence parallelism
-    only the attention kernel applies (logged).
+    only the attention kernel applies (logged). fuse_qkv=False leaves q/k/v as three
+    GEMMs: the fused copy of their weights is for engines with memory to spare.
     """
     if gen_cfg.exact:
         return model
@@ -331,7 +332,8 @@ def apply_speedups(model, gen_cfg):
     if gen_cfg.fast_blocks:
         apply_fast_blocks(model)
         apply_interleaved_rope(model)
-        apply_fused_qkv(model)
+        if fuse_qkv:
+            apply_fused_qkv(model)
     if gen_cfg.compile:
         apply_compile(model)
     return model
