@@ -488,7 +488,11 @@ def main_two_gpu(args) -> int:
     dist.barrier()
     img = synthetic_frame()
     video_off = latent_off = None
-    if not args.skip_compare:
+    if args.official_in:  # the official sp's result from an --official-out process
+        saved = torch.load(args.official_in)
+        video_off, latent_off = saved.pop("video"), saved.pop("latent")
+        result.update(saved)
+    elif not args.skip_compare:
         # the official sp: its own T5 (FSDP-sharded from the file), its own expert copies
         t = time.perf_counter()
         official = official_patched(ckpt, build_experts(args.seed), None, device_id=rank,
@@ -504,16 +508,32 @@ def main_two_gpu(args) -> int:
         dist.barrier()
         save()
         _log("official sp done")
+        if args.official_out:
+            # a process of its own: the official's FSDP experts were not all freed by `del`
+            # (on 2 H200s ours then ran out of memory building its experts)
+            if rank == 0:
+                torch.save({"video": video_off, "latent": latent_off,
+                            **{k: v for k, v in result.items() if k.startswith("official")}},
+                           args.official_out)
+            dist.barrier()
+            shutdown(ctx)
+            return 0
     modes = {}
     for mode in args.modes.split(","):
         t = time.perf_counter()
         cfg.generate.parallel = mode
+        cfg.generate.offload_t5 = mode != "sp"  # whole experts on each GPU: T5 leaves it
         ctx = _context(ctx, mode)
-        engine = WanI2VEngine(cfg, ctx, experts=build_experts(args.seed))
-        row = {"load_s": round(time.perf_counter() - t, 1)}
-        timed, video = _timed_sample(engine, img.copy(), cfg.generate.seed, decode=(mode == "sp"))
-        row.update(timed)
-        if mode == "sp" and rank == 0 and latent_off is not None:
+        try:
+            engine = WanI2VEngine(cfg, ctx, experts=build_experts(args.seed))
+            row = {"load_s": round(time.perf_counter() - t, 1)}
+            _reset_peak()
+            timed, video = _timed_sample(engine, img.copy(), cfg.generate.seed,
+                                         decode=(mode == "sp"))
+            row.update(timed, peak_gib=_peak_gib())
+        except torch.OutOfMemoryError as e:  # cfg/dp hold both whole experts on each GPU
+            row, engine, video = {"error": f"out of memory: {str(e)[:160]}"}, None, None
+        if mode == "sp" and rank == 0 and latent_off is not None and video is not None:
             row.update(verify.compare(engine.last_latent.cpu(), video, latent_off, video_off))
         del video
         modes[f"{mode}_r{rank}"] = row
@@ -566,6 +586,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-fast", action="store_true")
     parser.add_argument("--two-gpu", action="store_true", help="under torchrun, 2 ranks")
     parser.add_argument("--modes", default="sp,cfg,dp", help="--two-gpu: modes to time")
+    parser.add_argument("--official-out", default="",
+                        help="--two-gpu: run the official sp only, save its result here")
+    parser.add_argument("--official-in", default="",
+                        help="--two-gpu: compare with this --official-out file, not a new run")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="")
     parser.add_argument("--small-t5", action="store_true",
