@@ -145,10 +145,10 @@ def launch(args, work: Path, overrides: list[str], index: int) -> dict:
 # ---- reading the chunk records -------------------------------------------------------------
 
 def read_run(run_dir: Path) -> tuple:
+    from wmsub.score.run_facts import chunk_records
     from wmsub.state.runs import RunFolder
-    run = RunFolder(run_dir)
-    cfg = run.load_config()
-    records = [json.loads(p.read_text()) for p in sorted((run_dir / "chunks").glob("*.json"))]
+    cfg = RunFolder(run_dir).load_config()
+    records, _ = chunk_records(run_dir)
     return cfg, records
 
 

@@ -112,19 +112,18 @@ def official_sharing_modules(engine):
     return official
 
 
-def run_official(official, img, gen, prompt=PROMPT):
-    """official.generate(...) as the seed ran it; returns (video, final latent, s/step),
-    video and latent None on the ranks that do not decode."""
-    captured = {}
-    decode = official.vae.decode
+@contextlib.contextmanager
+def instrumented(official):
+    """While inside, `official` (WanTI2V or WanI2V) keeps its final latent in
+    captured["latent"] (at decode) and stamps each denoising step in `stamps` (through the
+    tqdm of its module, synchronised on CUDA); yields (captured, stamps)."""
+    captured, stamps = {}, []
+    module = sys.modules[type(official).__module__]
+    decode, original_tqdm = official.vae.decode, module.tqdm
 
     def capturing_decode(zs):
         captured["latent"] = zs[0].detach().clone()
         return decode(zs)
-
-    stamps = []
-    ti2v_module = sys.modules[type(official).__module__]
-    original_tqdm = ti2v_module.tqdm
 
     def timed(iterable):
         for item in iterable:
@@ -137,17 +136,36 @@ def run_official(official, img, gen, prompt=PROMPT):
         stamps.append(time.perf_counter())
 
     official.vae.decode = capturing_decode
-    ti2v_module.tqdm = timed
+    module.tqdm = timed
     try:
+        yield captured, stamps
+    finally:
+        official.vae.decode = decode
+        module.tqdm = original_tqdm
+
+
+def deterministic_cuda() -> None:
+    """Same kernels in both runs is the point; these make cuBLAS/cuDNN pick deterministic
+    algorithms so that a difference can only come from the computation itself."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def seconds_per_step(stamps: list, steps: int) -> float | None:
+    return (stamps[-1] - stamps[0]) / steps if len(stamps) > 1 else None
+
+
+def run_official(official, img, gen, prompt=PROMPT):
+    """official.generate(...) as the seed ran it; returns (video, final latent, s/step),
+    video and latent None on the ranks that do not decode."""
+    with instrumented(official) as (captured, stamps):
         video = official.generate(
             prompt, img=img, max_area=gen.max_area, frame_num=gen.frame_num, shift=gen.shift,
             sample_solver=gen.sample_solver, sampling_steps=gen.sampling_steps,
             guide_scale=gen.guide_scale, n_prompt=gen.negative_prompt, seed=gen.seed,
             offload_model=False)
-    finally:
-        official.vae.decode = decode
-        ti2v_module.tqdm = original_tqdm
-    s_per_step = (stamps[-1] - stamps[0]) / gen.sampling_steps if len(stamps) > 1 else None
+    s_per_step = seconds_per_step(stamps, gen.sampling_steps)
     if video is None:  # ranks > 0 under FSDP/SP: the official decodes on rank 0 only
         return None, None, s_per_step
     return video.cpu(), captured["latent"].cpu(), s_per_step
@@ -255,13 +273,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         print(json.dumps({"error": "needs a CUDA GPU (WanTI2V hard-codes cuda:N); "
-                                   "on CPU run tests/test_engine_official.py"}))
+                                   "on CPU run tests/unit/test_engine_official.py"}))
         return 2
-    # Same kernels in both runs is the point; these make cuBLAS/cuDNN pick deterministic
-    # algorithms so that a difference can only come from the computation itself.
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+    deterministic_cuda()
 
     from wmsub.config import load_config
     from wmsub.node.engines.checkpoint import ti2v_config

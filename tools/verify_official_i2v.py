@@ -112,27 +112,6 @@ def run_official_i2v(official, img, gen, prompt=PROMPT, guide_scale=None, record
     """official.generate(...) as WanI2V runs it (offload_model=False); returns
     (video, final latent, s/step, experts used per forward, the y of the first forward).
     video and latent are None on ranks that do not decode."""
-    captured = {}
-    module = sys.modules[type(official).__module__]
-    decode = official.vae.decode
-
-    def capturing_decode(zs):
-        captured["latent"] = zs[0].detach().clone()
-        return decode(zs)
-
-    stamps = []
-    original_tqdm = module.tqdm
-
-    def timed(iterable):
-        for item in iterable:
-            if official.device.type == "cuda":
-                torch.cuda.synchronize()
-            stamps.append(time.perf_counter())
-            yield item
-        if official.device.type == "cuda":
-            torch.cuda.synchronize()
-        stamps.append(time.perf_counter())
-
     log: list = []
     experts = {HIGH: official.high_noise_model, LOW: official.low_noise_model}
     if record:
@@ -141,18 +120,16 @@ def run_official_i2v(official, img, gen, prompt=PROMPT, guide_scale=None, record
     g = gen.guide_scale if guide_scale is None else guide_scale
     if not isinstance(g, (list, tuple)):
         g = float(g)  # WanI2V tests isinstance(guide_scale, float)
-    official.vae.decode = capturing_decode
-    module.tqdm = timed
+    verify = _verify_official()
     try:
-        video = official.generate(
-            prompt, img, max_area=gen.max_area, frame_num=gen.frame_num, shift=gen.shift,
-            sample_solver=gen.sample_solver, sampling_steps=gen.sampling_steps,
-            guide_scale=g, n_prompt=gen.negative_prompt, seed=gen.seed, offload_model=False)
+        with verify.instrumented(official) as (captured, stamps):
+            video = official.generate(
+                prompt, img, max_area=gen.max_area, frame_num=gen.frame_num, shift=gen.shift,
+                sample_solver=gen.sample_solver, sampling_steps=gen.sampling_steps,
+                guide_scale=g, n_prompt=gen.negative_prompt, seed=gen.seed, offload_model=False)
     finally:
-        official.vae.decode = decode
-        module.tqdm = original_tqdm
         official.high_noise_model, official.low_noise_model = experts[HIGH], experts[LOW]
-    s_per_step = (stamps[-1] - stamps[0]) / gen.sampling_steps if len(stamps) > 1 else None
+    s_per_step = verify.seconds_per_step(stamps, gen.sampling_steps)
     used = [name for name, _ in log][::2]  # cond and uncond per step
     y = log[0][1] if log else None
     if video is None:
@@ -608,9 +585,7 @@ def main(argv=None) -> int:
         print(json.dumps({"error": "needs CUDA (WanI2V hard-codes cuda:N); on CPU run "
                                    "tests/unit/test_engine_i2v_official.py"}))
         return 2
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+    _verify_official().deterministic_cuda()
     return main_two_gpu(args) if args.two_gpu else main_one_gpu(args)
 
 

@@ -511,7 +511,7 @@ def cmd_report(args) -> int:
         path = write_report(None, Path(args.results), out, cfg=cfg)
     else:
         run = _find_run(args)
-        path = write_report(run.path, None, Path(args.out) if args.out else run.path / "report")
+        path = write_report(run.path, None, Path(args.out) if args.out else run.report_dir)
     print(f"report written: {path}")
     return 0
 

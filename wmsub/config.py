@@ -27,6 +27,11 @@ OFFICIAL_NEGATIVE_PROMPT = (
 )
 
 
+# The default engine's (TI2V-5B, the seed's) values of the keys an engine declares: its spec
+# owns them (engine_specs.py); the dataclass defaults below read them from there.
+_ENGINE_DEFAULTS = engine_spec(DEFAULT_ENGINE).defaults
+
+
 class ConfigError(ValueError):
     """A bad config file, key or value. The message names the key and the fix."""
 
@@ -64,19 +69,22 @@ class OutputConfig:
 @dataclass
 class ModelConfig:
     engine: str = DEFAULT_ENGINE  # wan22-ti2v-5b | wan22-i2v-a14b | package.module:Class (engine_specs.py)
-    name: str = "Wan2.2-TI2V-5B"
-    checkpoint_dir: str = "checkpoints/Wan2.2-TI2V-5B"
+    name: str = _ENGINE_DEFAULTS["model.name"]
+    checkpoint_dir: str = _ENGINE_DEFAULTS["model.checkpoint_dir"]
 
 
 @dataclass
 class GenerateConfig:
-    max_area: int = 704 * 1280
-    frame_num: int = 81
-    sampling_steps: int = 50
-    sample_solver: str = "unipc"  # unipc | dpm++
-    shift: float = 5.0
-    guide_scale: GuideScale = 5.0  # a number, or [low-noise, high-noise] for two-expert engines
-    fps: int = 24
+    # the default engine's values (engine_specs.WAN22_TI2V_5B.defaults: the seed's);
+    # another model.engine brings its own (load_config)
+    max_area: int = _ENGINE_DEFAULTS["generate.max_area"]
+    frame_num: int = _ENGINE_DEFAULTS["generate.frame_num"]
+    sampling_steps: int = _ENGINE_DEFAULTS["generate.sampling_steps"]
+    sample_solver: str = _ENGINE_DEFAULTS["generate.sample_solver"]  # unipc | dpm++
+    shift: float = _ENGINE_DEFAULTS["generate.shift"]
+    # a number, or [low-noise, high-noise] for two-expert engines
+    guide_scale: GuideScale = _ENGINE_DEFAULTS["generate.guide_scale"]
+    fps: int = _ENGINE_DEFAULTS["generate.fps"]
     seed: int = 42
     negative_prompt: str = ""  # empty: the official default (OFFICIAL_NEGATIVE_PROMPT)
     parallel: str = "sp"  # sp | cfg | dp | none
@@ -99,7 +107,8 @@ class GenerateConfig:
 class PlanConfig:
     chunks: int = 0  # 0: derive from target_chunk_minutes
     target_chunk_minutes: float = 120.0
-    seconds_per_video: float = 90.0  # the seed's ~1.5 min per video at 704x1280x81, 50 steps
+    # the default engine's: the seed's time per video at its settings (one 2-GPU job)
+    seconds_per_video: float = _ENGINE_DEFAULTS["plan.seconds_per_video"]
 
 
 @dataclass

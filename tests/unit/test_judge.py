@@ -328,3 +328,21 @@ def test_the_demos_judge_settings_pass_the_judge_setup_check(tmp_path):
     (repo / "worldmodelbench.json").write_text("[]")
     cfg = load_config(CHECKOUT / "configs" / "smoke.yaml", judge_overrides(repo))
     assert judge_setup_problems(cfg) == []
+
+
+def test_plan_rejudge_writes_shards_when_there_are_none_and_reshards_on_a_new_count(tmp_path):
+    from wmsub.login.rejudge import plan_rejudge
+    from wmsub.state.runs import PlanRecord, RunFolder
+    run_dir, cfg = make_run(tmp_path, shards=2)
+    run = RunFolder(run_dir)
+    stems = [s for s, _ in BENCH]
+    run.save_plan(PlanRecord(stems=stems, domains=dict(BENCH)))
+    (run_dir / "judge" / "shards.json").unlink()
+    plan = plan_rejudge(run, cfg)
+    assert plan.todo == {0: "no result", 1: "no result"} and plan.resharded is None
+    assert read_shards(run_dir) == shard_stems(stems, 2, dict(BENCH))
+    cfg.judge.shards = 3
+    plan = plan_rejudge(run, cfg)
+    assert sorted(plan.todo) == [0, 1, 2] and plan.resharded is not None
+    assert (Path(plan.resharded) / "shards.json").is_file()
+    assert read_shards(run_dir) == shard_stems(stems, 3, dict(BENCH))

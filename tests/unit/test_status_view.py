@@ -82,6 +82,10 @@ def test_wait_ends_with_the_report_path_and_its_total_score(tmp_path):
     (run.path / "report" / "report.json").write_text(json.dumps({"scores": {"total": 7.4567}}))
     status = monitor.collect_status(run.path)
     assert views.final_line(status) == f"report: {run.path / 'report' / 'report.md'}  (total score 7.46 / 10)"
+    assert monitor.report_score(run.path) == 7.46  # what `runs` shows
+    (run.path / "report" / "report.json").write_text("{not json")
+    assert monitor.report_score(run.path) is None
+    assert views.final_line(monitor.collect_status(run.path)).endswith("(no total score)")
 
 
 def test_the_live_screen_fits_a_short_terminal_keeping_the_rows_that_matter(tmp_path):

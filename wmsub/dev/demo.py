@@ -20,6 +20,7 @@ from pathlib import Path
 
 from wmsub import CHECKOUT as REPO
 from wmsub.dev.standin_judge import STANDIN_JUDGE, make_standin_checkpoint
+from wmsub.state.runs import RunFolder, read_latest
 
 JOBS_TIMEOUT_S = 900
 
@@ -50,15 +51,13 @@ def judge_overrides(repo: Path) -> list[str]:
 
 
 def latest_run() -> Path | None:
-    latest = REPO / "logs" / "LATEST"
-    return REPO / "logs" / latest.read_text().strip() if latest.is_file() else None
+    name = (read_latest(REPO / "logs") or "").strip()
+    return REPO / "logs" / name if name else None
 
 
 def wait_for_stages(run: Path, stages=("judge", "report")) -> None:
     """Until the run's judge and report jobs have left the queue."""
-    import json
-    jobs = json.loads((run / "jobs.json").read_text()) if (run / "jobs.json").is_file() else []
-    ids = [str(e["job_id"]) for e in jobs if e.get("stage") in stages]
+    ids = [str(e["job_id"]) for e in RunFolder(run).jobs() if e.get("stage") in stages]
     deadline = time.time() + JOBS_TIMEOUT_S
     print(f"waiting for the judge and report jobs {', '.join(ids)} ...", flush=True)
     while ids and time.time() < deadline:
@@ -119,12 +118,13 @@ def main() -> int:
         print(f"  {v.name}  ({v.stat().st_size} bytes)")
     print("\nstatus table:")
     subprocess.run([sys.executable, "launch.py", "status"])
-    explorer = run / "report" / "index.html" if run is not None else None
+    report = RunFolder(run).report_dir if run is not None else None
+    explorer = report / "index.html" if report is not None else None
     print("\nwhere things are:\n"
           f"  videos        {out}/<stem>.mp4\n"
           f"  sidecars      {out}/.wmsub/records/<stem>.json\n"
           f"  run folder    {run} (config, plan, jobs, chunk progress, judge shards, report)\n"
-          f"  report        {run / 'report' / 'report.md' if run else '-'} (judged by the STAND-IN judge)\n"
+          f"  report        {report / 'report.md' if report else '-'} (judged by the STAND-IN judge)\n"
           f"  checkpoint    {ckpt}\n"
           f"  dev cluster   bash slurm/devcluster.sh status")
     if explorer is not None and explorer.is_file():

@@ -15,7 +15,8 @@ from pathlib import Path
 from submitit.core.utils import JobPaths
 
 from wmsub.login import slurm_query as sq
-from wmsub.state.jsonio import read_json
+from wmsub.score.judge import judge_dir
+from wmsub.state.jsonio import read_json, read_json_object
 from wmsub.state.runs import RunFolder
 from wmsub.state.store import OutputStore
 
@@ -263,11 +264,11 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
         chunks.append(chunk)
 
     judge = _stage(run.path, jobs, "judge", queue, acct, sacct_ok)
-    judge["results"] = sorted(str(p) for p in (run.path / "judge").glob("shard-*/result.json"))
+    judge["results"] = sorted(str(p) for p in judge_dir(run.path).glob("shard-*/result.json"))
     judge["shards"] = len(judge["jobs"]) or cfg.judge.shards
     judge["enabled"] = cfg.judge.enabled
     report = _stage(run.path, jobs, "report", queue, acct, sacct_ok)
-    report_md = run.path / "report" / "report.md"
+    report_md = run.report_dir / "report.md"
     report["present"] = report_md.exists()
     report["path"] = str(report_md)
 
@@ -285,6 +286,13 @@ def collect_status(run_dir: Path, *, use_sacct: bool = True, now: float | None =
         "finished": squeue_error is None and not slurm_active and not local_active,
         "on_node_check": on_node_check_summary(run.path.parent),
     }
+
+
+def report_score(run_dir: Path) -> float | None:
+    """The total score in the run's report.json, when the run was judged and reported."""
+    report = read_json_object(RunFolder(Path(run_dir)).report_dir / "report.json") or {}
+    total = (report.get("scores") or {}).get("total")
+    return round(float(total), 2) if isinstance(total, (int, float)) else None
 
 
 def on_node_check_summary(logs_dir: Path) -> dict | None:

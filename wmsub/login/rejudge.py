@@ -48,12 +48,11 @@ def plan_rejudge(run: RunFolder, cfg: Config) -> RejudgePlan:
     plan = RejudgePlan()
     record = run.load_plan()
     jdir = judge.judge_dir(run.path)
-    existing = judge.read_shards_file(run.path) if (jdir / "shards.json").is_file() else None
-    if existing is None or len(existing["shards"]) != len(judge.shard_stems(record.stems, cfg.judge.shards)):
-        if existing is not None:
+    shards = judge.read_shards_file(run.path) if judge.shards_path(run.path).is_file() else None
+    if shards is None or len(shards["shards"]) != len(judge.shard_stems(record.stems, cfg.judge.shards)):
+        if shards is not None:
             plan.resharded = str(_move_shards_aside(jdir))
-        judge.write_shards_file(run.path, cfg, record.stems, record.domains or None)
-    shards = judge.read_shards_file(run.path)
+        shards = judge.write_shards_file(run.path, cfg, record.stems, record.domains or None)
     for i in range(len(shards["shards"])):
         current, why = judge.shard_state(run.path, i, cfg, shards["video_dir"])
         if current:

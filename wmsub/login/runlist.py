@@ -5,12 +5,11 @@ each run folder (as `status` does, through `monitor.collect_status`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from wmsub.login import slurm_query as sq
-from wmsub.login.monitor import collect_status, query_slurm, slurm_ids_of
-from wmsub.state.runs import LATEST, RunFolder
+from wmsub.login.monitor import collect_status, query_slurm, report_score, slurm_ids_of
+from wmsub.state.runs import RunFolder, read_latest
 
 
 def run_state(status: dict) -> str:
@@ -30,15 +29,6 @@ def run_state(status: dict) -> str:
     return "incomplete"
 
 
-def report_score(run_dir: Path) -> float | None:
-    """The total score of `<run>/report/report.json`, when the run was judged."""
-    try:
-        total = (json.loads((run_dir / "report" / "report.json").read_text()).get("scores") or {}).get("total")
-    except (OSError, ValueError):
-        return None
-    return round(float(total), 2) if isinstance(total, (int, float)) else None
-
-
 def collect_runs(logs_dir: Path) -> list[dict]:
     """Every run folder under logs_dir (those with a config.yaml), oldest first."""
     logs = Path(logs_dir)
@@ -48,7 +38,7 @@ def collect_runs(logs_dir: Path) -> list[dict]:
                   ) if logs.is_dir() else []
     ids = [i for r in runs for i in slurm_ids_of(r.jobs())]
     slurm = query_slurm(ids)
-    latest = (logs / LATEST).read_text().strip() if (logs / LATEST).is_file() else ""
+    latest = (read_latest(logs) or "").strip()
     out = []
     for run in runs:
         try:

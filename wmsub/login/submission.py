@@ -222,7 +222,7 @@ def submit_judge_and_report(cfg: Config, run: RunFolder, after_job: str,
 
     if shard_ids is None:
         plan = run.load_plan()
-        shards = judge.write_shards_file(run.path, cfg, plan.stems, plan.domains or None)
+        shards = judge.write_shards_file(run.path, cfg, plan.stems, plan.domains or None)["shards"]
         shard_ids = list(range(len(shards)))
     entries = []
     dep = f"afterany:{after_job}" if after_job else None

@@ -6,7 +6,6 @@ naming an exception and its fix above all), colour only on a terminal. The live 
 """
 from __future__ import annotations
 
-import json
 import time
 import sys
 from pathlib import Path
@@ -253,13 +252,11 @@ def print_status(status: dict, file=None) -> None:
 
 def final_line(status: dict) -> str:
     """The last line of `--wait`: where the report is and its total score."""
-    report_json = Path(status["path"]) / "report" / "report.json"
-    if report_json.is_file():
-        try:
-            total = (json.loads(report_json.read_text()).get("scores") or {}).get("total")
-        except (OSError, ValueError):
-            total = None
-        score = f"total score {total:.2f} / 10" if isinstance(total, (int, float)) else "no total score"
+    from wmsub.login.monitor import report_score
+    from wmsub.state.runs import RunFolder
+    if (RunFolder(Path(status["path"])).report_dir / "report.json").is_file():
+        total = report_score(Path(status["path"]))
+        score = f"total score {total:.2f} / 10" if total is not None else "no total score"
         return f"report: {Path(status['report']['path'])}  ({score})"
     if not status["judge"].get("enabled", True) and not status["judge"]["jobs"]:
         return "report: none (judge.enabled is false for this run)"

@@ -36,13 +36,13 @@ def resolve_side(arg: str, logs_dir: str = "logs") -> Side:
     path = Path(arg)
     if path.is_file():
         return Side(label=path.name, results=path)
-    from wmsub.score.judge import judge_dir, read_shards_file
+    from wmsub.score.judge import judge_dir, read_shards_file, shards_path
     from wmsub.score.report import merge_if_stale
     from wmsub.state.runs import find_run
     run = find_run(logs_dir, arg)
     merge_if_stale(run.path)
     results = judge_dir(run.path) / "results.json"
-    video_dir = Path(read_shards_file(run.path)["video_dir"]) if (judge_dir(run.path) / "shards.json").is_file() else None
+    video_dir = Path(read_shards_file(run.path)["video_dir"]) if shards_path(run.path).is_file() else None
     return Side(label=run.name, results=results, run_dir=run.path, video_dir=video_dir)
 
 

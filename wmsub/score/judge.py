@@ -39,7 +39,7 @@ from pathlib import Path
 from wmsub.benchmark.manifest import stem_domains
 from wmsub.config import Config
 from wmsub.problems import Problem
-from wmsub.state.jsonio import read_json_object, write_json_atomic
+from wmsub.state.jsonio import copy_atomic, read_json_object, write_json_atomic
 from wmsub.state.runs import RunFolder
 from wmsub.score.scoring import ResultsError, coverage, per_video, results_from_verdicts
 
@@ -57,6 +57,11 @@ def judge_dir(run_dir) -> Path:
 
 def shard_dir(run_dir, shard_index: int) -> Path:
     return judge_dir(run_dir) / f"shard-{shard_index}"
+
+
+def shards_path(run_dir) -> Path:
+    """`<run_dir>/judge/shards.json`: the shards as submitted (write_shards_file)."""
+    return judge_dir(run_dir) / "shards.json"
 
 
 def shard_stems(stems: list[str], n: int, domains: Mapping[str, str] | None = None) -> list[list[str]]:
@@ -83,19 +88,19 @@ def shard_stems(stems: list[str], n: int, domains: Mapping[str, str] | None = No
 
 
 def write_shards_file(run_dir, cfg: Config, stems: list[str],
-                      domains: Mapping[str, str] | None = None) -> list[list[str]]:
+                      domains: Mapping[str, str] | None = None) -> dict:
     """Write `<run_dir>/judge/shards.json` at submit time: cfg.judge.shards shards of
     `stems` (give them in benchmark order: the merged results keep this order); returns
-    the shards."""
+    what it wrote (as read_shards_file would read it back)."""
     shards = shard_stems(stems, cfg.judge.shards, domains)
     data = {"shards": shards, "video_dir": str(Path(cfg.output.dir).resolve()),
             "model_name": cfg.model.name, "stems": list(dict.fromkeys(stems))}
-    write_json_atomic(judge_dir(run_dir) / "shards.json", data)
-    return shards
+    write_json_atomic(shards_path(run_dir), data)
+    return data
 
 
 def read_shards_file(run_dir) -> dict:
-    path = judge_dir(run_dir) / "shards.json"
+    path = shards_path(run_dir)
     if not path.is_file():
         raise JudgeError(f"{path} does not exist: the judge shards are written at submit time "
                          f"(wmsub.score.judge.write_shards_file); submit the run again with judge.enabled=true")
@@ -256,7 +261,7 @@ def run_shard(run_dir: str, shard_index: int) -> dict:
     cfg = RunFolder(run_dir).load_config()
     shards = read_shards_file(run_dir)
     if not 0 <= shard_index < len(shards["shards"]):
-        raise JudgeError(f"{judge_dir(run_dir) / 'shards.json'} has {len(shards['shards'])} shards; "
+        raise JudgeError(f"{shards_path(run_dir)} has {len(shards['shards'])} shards; "
                          f"there is no shard {shard_index}")
     stems = shards["shards"][shard_index]
     folder = shard_dir(run_dir, shard_index)
@@ -315,9 +320,7 @@ def _judge_shard(run_dir: Path, cfg: Config, config_path: Path, shards: dict, sh
                              f"last lines of {log_path}:\n{_tail(log_path)}")
     results = json.loads(official_path.read_text())
     per_video(results, str(official_path))  # refuse a malformed file now, not at report time
-    tmp = result_path.with_suffix(".json.tmp")
-    shutil.copyfile(official_path, tmp)
-    os.replace(tmp, result_path)
+    copy_atomic(official_path, result_path)
     status = _status(folder, shard_index, stems, result_path, ran=ran)
     status["seconds"] = time.time() - started
     status["not_in_judge_list"] = sorted(set(present) - listed)
@@ -327,9 +330,10 @@ def _judge_shard(run_dir: Path, cfg: Config, config_path: Path, shards: dict, sh
 
 
 def _judged_stems(path: Path) -> set[str] | None:
+    preds = (read_json_object(path) or {}).get("preds")
     try:
-        return set(json.loads(path.read_text())["preds"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return set(preds)
+    except TypeError:  # no "preds", or not a collection
         return None
 
 

@@ -24,7 +24,7 @@ from wmsub.benchmark.manifest import ManifestError, read_entries
 from wmsub.config import Config
 from wmsub.score import leaderboard as lb
 from wmsub.score.bootstrap import RESAMPLES, SEED, bootstrap_ci
-from wmsub.score.judge import judge_dir, merge_shards, read_shards_file, why_not_judged
+from wmsub.score.judge import judge_dir, merge_shards, read_shards_file, shards_path, why_not_judged
 from wmsub.score.report_md import render_markdown
 from wmsub.score.run_facts import STANDIN_NOTE, generation_stats, judge_stats, run_settings, selection
 from wmsub.score.scoring import coverage, per_video, score_verdicts, score_by_domain
@@ -60,17 +60,17 @@ def run_report(run_dir: str) -> str:
     """Slurm report job: merge the judge shards if needed, then write
     `<run_dir>/report/`. Returns the path of report.md."""
     run_dir = Path(run_dir)
-    return str(write_report(run_dir, None, run_dir / "report"))
+    return str(write_report(run_dir, None, RunFolder(run_dir).report_dir))
 
 
 def merge_if_stale(run_dir: Path) -> None:
     """Merge the shard results when results.json is missing or older than a shard's
     result or failure record."""
     jdir = judge_dir(run_dir)
-    if not (jdir / "shards.json").is_file():
+    if not shards_path(run_dir).is_file():
         return
     merged = jdir / "results.json"
-    inputs = [*jdir.glob("shard-*/result.json"), *jdir.glob("shard-*/failed.json"), jdir / "shards.json"]
+    inputs = [*jdir.glob("shard-*/result.json"), *jdir.glob("shard-*/failed.json"), shards_path(run_dir)]
     if not merged.is_file() or any(p.stat().st_mtime >= merged.stat().st_mtime for p in inputs):
         merge_shards(run_dir)
 
@@ -118,7 +118,7 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
     expected, expected_note = _expected_stems(run_dir, domains, results)
     notes += [n for n in (entries_note, domain_note, expected_note) if n]
     cov = coverage(results, expected)
-    if run_dir is not None and (judge_dir(run_dir) / "shards.json").is_file():
+    if run_dir is not None and shards_path(run_dir).is_file():
         cov.update(why_not_judged(run_dir, cov["missing"]))
     cov["judged_domains"] = _judged_domains(verdicts, domains)
     cov["selection"] = selection(cfg) if run_dir is not None else []
@@ -209,7 +209,7 @@ def _domain_map(run_dir: Path | None, entries: dict) -> tuple[dict | None, str |
 
 
 def _expected_stems(run_dir: Path | None, domains: dict | None, results: dict):
-    if run_dir is not None and (judge_dir(run_dir) / "shards.json").is_file():
+    if run_dir is not None and shards_path(run_dir).is_file():
         data = read_shards_file(run_dir)
         return data.get("stems") or [s for shard in data["shards"] for s in shard], None
     if run_dir is not None and RunFolder(run_dir).load_plan().stems:
@@ -220,7 +220,7 @@ def _expected_stems(run_dir: Path | None, domains: dict | None, results: dict):
 
 
 def _video_dir(run_dir: Path | None, cfg: Config | None) -> Path | None:
-    if run_dir is not None and (judge_dir(run_dir) / "shards.json").is_file():
+    if run_dir is not None and shards_path(run_dir).is_file():
         return Path(read_shards_file(run_dir)["video_dir"])
     if run_dir is not None and cfg is not None:
         return RunFolder(run_dir).output_dir(cfg)

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 
 from wmsub.config import Config
-from wmsub.score.judge import judge_dir
+from wmsub.score.judge import shard_dir, shards_path
 from wmsub.state.jsonio import read_json_object
 from wmsub.state.runs import RunFolder
 from wmsub.state.store import OutputStore
@@ -29,7 +29,7 @@ STANDIN_NOTE = ("judged by the STAND-IN for the VILA judge (wmsub/dev/standin_ju
 def chunk_records(run_dir: Path) -> tuple[list[dict], list[str]]:
     """(readable records, names of unreadable ones)."""
     records, unreadable = [], []
-    for path in sorted((run_dir / "chunks").glob("*.json")):
+    for path in sorted(RunFolder(Path(run_dir)).chunks_dir.glob("*.json")):
         data = read_json_object(path)
         (records.append(data) if data is not None else unreadable.append(path.name))
     return records, unreadable
@@ -84,19 +84,18 @@ def adopted_videos(run_dir: Path, cfg: Config | None) -> int:
 
 def judge_stats(run_dir: Path) -> dict | None:
     """Per-shard numbers from `judge/shard-*/status.json` (one GPU per shard)."""
-    jdir = judge_dir(run_dir)
-    shards_file = read_json_object(jdir / "shards.json")
+    shards_file = read_json_object(shards_path(run_dir))
     if shards_file is None:
         return None
     n_shards = len(shards_file.get("shards") or [])
     statuses = [st for i in range(n_shards)
-                if (st := read_json_object(jdir / f"shard-{i}" / "status.json")) is not None]
+                if (st := read_json_object(shard_dir(run_dir, i) / "status.json")) is not None]
     seconds = sum(float(st.get("seconds") or 0.0) for st in statuses)
     settings = [st["judge"] for st in statuses if st.get("judge")]
-    logs = [jdir / f"shard-{i}" / "judge.log" for i in range(n_shards)]
+    logs = [shard_dir(run_dir, i) / "judge.log" for i in range(n_shards)]
     return {"shards": n_shards,
             "standin": any(p.is_file() and STANDIN_MARK in p.read_text(errors="replace") for p in logs),
-            "shards_with_result": sum((jdir / f"shard-{i}" / "result.json").is_file() for i in range(n_shards)),
+            "shards_with_result": sum((shard_dir(run_dir, i) / "result.json").is_file() for i in range(n_shards)),
             "judge_seconds": seconds, "gpu_hours": seconds / 3600,
             "settings": settings[0] if settings and all(s == settings[0] for s in settings) else settings,
             "not_in_judge_list": sorted({s for st in statuses for s in st.get("not_in_judge_list", [])})}

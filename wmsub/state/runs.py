@@ -87,6 +87,11 @@ class RunFolder:
     def chunk_record(self, index: int) -> Path:
         return self.chunks_dir / f"{index}.json"
 
+    @property
+    def report_dir(self) -> Path:
+        """Where the report job writes report.md, report.json, the charts and index.html."""
+        return self.path / "report"
+
     def save_config(self, cfg: Config) -> None:
         write_text_atomic(self.path / "config.yaml",
                           yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True))

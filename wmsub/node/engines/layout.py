@@ -83,18 +83,9 @@ def inspect_checkpoint(ckpt_dir: str | Path) -> tuple[list[Problem], list[Proble
     tensors = _check_dit_weights(ckpt, problems)
     if config is not None and tensors:
         _check_weight_shapes(ckpt, config, tensors, problems)
-    for name, what in ((T5_CHECKPOINT, "T5 encoder"), (VAE_CHECKPOINT, "VAE")):
-        _check_torch_file(ckpt / name, what, problems)
-    tokenizer = ckpt / T5_TOKENIZER
-    if not tokenizer.is_dir():
-        problems.append(Problem(KEY, f"{tokenizer}/ (the T5 tokenizer folder) is missing", FIX))
-    elif not any((tokenizer / f).is_file() for f in TOKENIZER_FILES):
-        problems.append(Problem(KEY, f"{tokenizer}/ has neither {' nor '.join(TOKENIZER_FILES)}",
-                                "download the tokenizer folder again (it comes with the checkpoint)"))
+    _check_text_and_vae(ckpt, VAE_CHECKPOINT, "VAE", FIX, problems)
     if dims:
-        warnings.append(Problem(KEY, f"{ckpt} is not the official model: {DIMS_FILE} records "
-                                     "non-official sizes (a tiny test checkpoint)",
-                                "nothing, for tests; for the benchmark use Wan2.2-TI2V-5B"))
+        warnings.append(_tiny_warning(ckpt, "Wan2.2-TI2V-5B"))
     return problems, warnings
 
 
@@ -111,6 +102,26 @@ def weight_bytes(ckpt_dir: str | Path) -> int:
 
 
 # ---- the parts -------------------------------------------------------------------------
+
+def _check_text_and_vae(ckpt: Path, vae_file: str, vae_what: str, fix: str,
+                        problems: list[Problem]) -> None:
+    """The T5 encoder, the VAE and the tokenizer folder, laid out alike in every Wan2.2
+    checkpoint (layout_i2v.py asks here too)."""
+    for name, what in ((T5_CHECKPOINT, "T5 encoder"), (vae_file, vae_what)):
+        _check_torch_file(ckpt / name, what, problems)
+    tokenizer = ckpt / T5_TOKENIZER
+    if not tokenizer.is_dir():
+        problems.append(Problem(KEY, f"{tokenizer}/ (the T5 tokenizer folder) is missing", fix))
+    elif not any((tokenizer / f).is_file() for f in TOKENIZER_FILES):
+        problems.append(Problem(KEY, f"{tokenizer}/ has neither {' nor '.join(TOKENIZER_FILES)}",
+                                "download the tokenizer folder again (it comes with the checkpoint)"))
+
+
+def _tiny_warning(ckpt: Path, model: str) -> Problem:
+    return Problem(KEY, f"{ckpt} is not the official model: {DIMS_FILE} records "
+                        "non-official sizes (a tiny test checkpoint)",
+                   f"nothing, for tests; for the benchmark use {model}")
+
 
 def _read_dit_config(ckpt: Path, problems: list[Problem]) -> dict | None:
     path = ckpt / DIT_CONFIG

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from wmsub.node.engines import layout as _layout
-from wmsub.node.engines.layout import (DIMS_FILE, T5_CHECKPOINT, T5_TOKENIZER, TOKENIZER_FILES,
+from wmsub.node.engines.layout import (DIMS_FILE, T5_CHECKPOINT, T5_TOKENIZER,
                                        CheckpointError)
 from wmsub.problems import Problem
 
@@ -89,18 +89,9 @@ def inspect_checkpoint(ckpt_dir: str | Path, experts: bool = True
             problems.append(Problem(KEY, f"{ckpt}: the two experts' config.json differ in {differ}: "
                                          "they are not one A14B checkpoint",
                                     "download the checkpoint folder again, as one piece"))
-    for name, what in ((T5_CHECKPOINT, "T5 encoder"), (VAE_CHECKPOINT, "Wan2.1 VAE")):
-        _layout._check_torch_file(ckpt / name, what, problems)
-    tokenizer = ckpt / T5_TOKENIZER
-    if not tokenizer.is_dir():
-        problems.append(Problem(KEY, f"{tokenizer}/ (the T5 tokenizer folder) is missing", FIX))
-    elif not any((tokenizer / f).is_file() for f in TOKENIZER_FILES):
-        problems.append(Problem(KEY, f"{tokenizer}/ has neither {' nor '.join(TOKENIZER_FILES)}",
-                                "download the tokenizer folder again (it comes with the checkpoint)"))
+    _layout._check_text_and_vae(ckpt, VAE_CHECKPOINT, "Wan2.1 VAE", FIX, problems)
     if dims:
-        warnings.append(Problem(KEY, f"{ckpt} is not the official model: {DIMS_FILE} records "
-                                     "non-official sizes (a tiny test checkpoint)",
-                                "nothing, for tests; for the benchmark use Wan2.2-I2V-A14B"))
+        warnings.append(_layout._tiny_warning(ckpt, "Wan2.2-I2V-A14B"))
     return problems, warnings
 
 

@@ -47,7 +47,6 @@ import math
 import random
 import sys
 import time
-import warnings
 from contextlib import ExitStack
 
 import torch
@@ -58,7 +57,7 @@ from wmsub.benchmark.sizes import wan_i2v_size
 from wmsub.engine_specs import WAN22_I2V_A14B
 from wmsub.node.engines import checkpoint as ckpt_mod
 from wmsub.node.engines import layout_i2v
-from wmsub.node.engines.attention import current_attention, install_attention
+from wmsub.node.engines.attention import current_attention
 from wmsub.node.engines.checkpoint_i2v import i2v_config, load_vae21
 from wmsub.node.engines.fast import apply_speedups, speedups_applied
 from wmsub.node.engines.parallel import DistContext
@@ -106,33 +105,12 @@ class WanI2VEngine(WanTI2VEngine):
 
     def __init__(self, cfg, ctx: DistContext, experts: dict | None = None):
         t0 = time.perf_counter()
-        self.cfg = cfg
-        self.gen = cfg.generate
-        self.ctx = ctx
-        self.device = ctx.device
-        self.last_timings: dict = {}
-        self.load_timings: dict = {}
-        self.step_callback = None
+        self.experts: dict = {}
+        self._setup(cfg, ctx, i2v_config())  # the 5B engine's settings, with WanI2V's config
         self.last_latent = None
         self.last_experts: list[str] = []  # the expert each step of the last sample used
         self.speedups: dict = {}
-        self.wan_cfg = i2v_config()
-        self.num_train_timesteps = self.wan_cfg.num_train_timesteps
         self.boundary = self.wan_cfg.boundary
-        self.param_dtype = self.wan_cfg.param_dtype
-        self.vae_stride = self.wan_cfg.vae_stride
-        self.patch_size = self.wan_cfg.patch_size
-        self.neg_prompt = cfg.negative_prompt
-        self.mode = ctx.mode
-        self.sp_size = ctx.group_size if self.mode == "sp" else 1
-        self._neg_cache = None
-        self._t5_on_device = False
-        self.experts: dict = {}
-        self.attention = install_attention(self.gen.attention, self.device)
-        if self.device.type != "cuda":
-            warnings.filterwarnings("ignore", message="CUDA is not available or torch_xla")
-            warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.autocast")
-        self.vae_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.gen.vae_dtype]
         if not ctx.active:
             return
         self.load_timings["setup_s"] = time.perf_counter() - t0

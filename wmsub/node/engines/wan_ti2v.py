@@ -78,6 +78,15 @@ class WanTI2VEngine:
 
     def __init__(self, cfg, ctx: DistContext):
         t0 = time.perf_counter()
+        self._setup(cfg, ctx, ckpt_mod.ti2v_config())
+        if not ctx.active:
+            return  # `none` on ranks > 0: nothing to load
+        self.load_timings["setup_s"] = time.perf_counter() - t0  # imports the wan modules
+        self._load()
+
+    def _setup(self, cfg, ctx: DistContext, wan_cfg) -> None:
+        """Everything but the load: settings, the official config `wan_cfg`, the attention
+        kernel (the A14B engine shares it)."""
         self.cfg = cfg
         self.gen = cfg.generate
         self.ctx = ctx
@@ -88,7 +97,7 @@ class WanTI2VEngine:
         self.step_callback = None
         self.load_timings: dict = {}  # seconds of each part of the load (`_load`)
         self.speedups: list | dict = []
-        self.wan_cfg = ckpt_mod.ti2v_config()
+        self.wan_cfg = wan_cfg
         self.num_train_timesteps = self.wan_cfg.num_train_timesteps
         self.param_dtype = self.wan_cfg.param_dtype
         self.vae_stride = self.wan_cfg.vae_stride
@@ -105,10 +114,6 @@ class WanTI2VEngine:
             warnings.filterwarnings("ignore", message="CUDA is not available or torch_xla")
             warnings.filterwarnings("ignore", message=r"`torch\.cuda\.amp\.autocast")
         self.vae_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[self.gen.vae_dtype]
-        if not ctx.active:
-            return  # `none` on ranks > 0: nothing to load
-        self.load_timings["setup_s"] = time.perf_counter() - t0  # imports the wan modules
-        self._load()
 
     # ---- loading ----
 
