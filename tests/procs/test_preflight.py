@@ -3,8 +3,11 @@ real setup: this checkout's generation interpreter (torch and the wan modules im
 subprocess), venvs lacking torch or everything, a judge env run as given."""
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 
+from tests.helpers.e2e import REPO
 from tests.helpers.envs import bare_venv, venv_without
 from tests.helpers.judge import make_judge_checkpoint
 from wmsub.config import load_config
@@ -93,3 +96,20 @@ def test_judging_a_run_again_checks_the_judge_and_not_the_generation_side(tmp_pa
     report = preflight.run_judge_checks(cfg, SMOKE)
     assert {r.name for r in report.results} == {"config", "executor", "paths", "judge", "report", "slurm"}
     assert {p.key for p in report.problems} == {"judge.checkpoint", "judge.python"}
+
+
+def test_the_report_check_names_what_the_launching_interpreter_lacks_for_the_report_job(tmp_path):
+    """The report job runs in the launching interpreter: without imageio-ffmpeg its contact
+    sheet would be blank tiles, so `check` refuses (key judge.report) with the pip line."""
+    python = venv_without(tmp_path / "venv", "imageio_ffmpeg")
+    code = ("import json; from wmsub.config import load_config; from wmsub.login import preflight; "
+            "r = preflight.check_report(load_config('configs/smoke.yaml', ['judge.enabled=true']), "
+            "preflight.Context()); print(json.dumps([p.to_json() for p in r.problems]))")
+    out = subprocess.run([str(python), "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    (problem,) = json.loads(out.stdout)
+    assert problem == {"key": "judge.report",
+                       "what": f"this interpreter ({python}) lacks imageio-ffmpeg==0.8.1, which the report "
+                               "job needs for its charts and contact sheet",
+                       "fix": "pip install imageio-ffmpeg==0.8.1 (or the login-node install: pip install -e .)"}
+    assert preflight.check_report(_cfg("judge.enabled=true"), Context()).ok  # this env has it
+    assert preflight.check_report(_cfg(), Context()).skipped  # no judge, no report job

@@ -272,6 +272,8 @@ _SBATCH_FIX = ("correct the value sbatch names: `sinfo -s` lists partitions, `si
 def _sbatch_key(said: str, stage: str) -> str:
     """The config key(s) behind an sbatch refusal of the gen, judge or report job."""
     text, gen = said.lower(), stage == "gen"
+    if "invalid account" in text:  # "Invalid account or account/partition combination specified"
+        return "slurm.account"
     if "partition" in text:
         return {"gen": "slurm.partition", "judge": "judge.partition",
                 "report": "judge.report_partition"}[stage]
@@ -293,16 +295,21 @@ def _sbatch_key(said: str, stage: str) -> str:
 def check_benchmark(cfg: Config, ctx: Context) -> CheckResult:
     """The manifest and the output folder, as the planner reads them (`check` only: `run`
     plans anyway and reports these with the other problems)."""
-    from wmsub.benchmark.manifest import ManifestError
-    from wmsub.login.planner import build_plan
+    from wmsub.benchmark.manifest import ManifestError, load_manifest
+    from wmsub.login.planner import build_plan, check_output_sizes
     from wmsub.state.store import SettingsMismatch
     try:
+        if "output.dir" in ctx.known():  # refused above (a file, say): the manifest alone
+            manifest = load_manifest(cfg.bench)
+            check_output_sizes(manifest, cfg)
+            return CheckResult("benchmark", info={"instances": len(manifest.instances),
+                                                  "outputs": "not scanned (output.dir is refused)"})
         plan = build_plan(cfg)
     except ManifestError as e:
         return CheckResult("benchmark", [_manifest_problem(p) for p in e.problems])
     except SettingsMismatch as e:
-        return CheckResult("benchmark", [Problem("output.dir", str(e), "use another output.dir, or "
-                                                 "output.allow_settings_mismatch=true")])
+        what, _, fix = str(e).partition("\nfix: ")  # the message carries its own fix
+        return CheckResult("benchmark", [Problem("output.dir", what, fix)])
     return CheckResult("benchmark", info={"instances": len(plan.instances), "pending": len(plan.pending),
                                           "chunks": len(plan.chunks)})
 
