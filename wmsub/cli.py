@@ -400,7 +400,11 @@ def cmd_run(args) -> int:
     kind = submission.executor_kind(cfg, args.local)
     latest = read_latest(cfg.run.logs_dir)
     fresh = not (cfg.run.name and (Path(cfg.run.logs_dir) / cfg.run.name).exists())
-    run = create_run(cfg, path)
+    try:
+        run = create_run(cfg, path)
+    except FileExistsError as e:  # another launch took run.name since the checks
+        print(f"error: {e}; nothing was submitted", file=sys.stderr)
+        return 1
     try:
         run.save_plan(plan.record())
         workers = submission.chunk_workers(run, plan)

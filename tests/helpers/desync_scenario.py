@@ -33,6 +33,8 @@ def prepare(tmp: Path, bench: Path, ckpt: Path, device: str, timeout_s: int,
         "generate.parallel=sp", f"generate.dist_timeout_s={timeout_s}",
         f"generate.attention={attention}", "run.name=desync"])
     run = create_run(cfg, None)
+    from wmsub.login.planner import build_plan
+    run.save_plan(build_plan(cfg).record())  # as a launch does: `resubmit` reads it
     return {"run_dir": str(run.path), "fail_rank": 1, "fail_step": 2, "stuck_rank": stuck_rank,
             "dist_timeout_s": timeout_s}
 

@@ -3,7 +3,9 @@
 interpreter in a subprocess, as it does before the queue)."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shutil
 import sys
@@ -42,6 +44,27 @@ def test_judge_stage_without_its_setup_is_refused_before_submission(tmp_path, sy
     assert proc.returncode == 1
     assert "judge.python" in proc.stderr and "judge.repo" in proc.stderr
     assert not (tmp_path / "logs").exists()
+
+
+def test_a_run_name_another_launch_is_using_is_refused_without_a_traceback(
+        tmp_path, synthetic_bench, tiny_checkpoint):
+    """Issue 14, finding 4: a second launch with the same run.name, while the first is
+    between its checks and its submission, is refused cleanly instead of sharing the folder."""
+    folder = tmp_path / "logs" / "busy"
+    folder.mkdir(parents=True)
+    other = os.open(folder / ".launch.lock", os.O_CREAT | os.O_RDWR)  # the other launch
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(other, b"pid 4242 on node-a\n")
+        proc = launch("--config", "configs/smoke.yaml", "--local", "run.name=busy",
+                      *smoke_overrides(tmp_path, synthetic_bench(2), tiny_checkpoint), check=False)
+    finally:
+        os.close(other)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "is being launched right now by pid 4242 on node-a" in proc.stderr, proc.stderr
+    assert "nothing was submitted" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [".launch.lock"]  # nothing of this launch
+    assert not (tmp_path / "logs" / "LATEST").exists() and not list(tmp_path.glob("outputs/*.mp4"))
 
 
 def test_unknown_key_exits_2_with_the_key_named(tmp_path):

@@ -2,6 +2,8 @@
 chunk within the chunk's own bound (node.ranks.failure_bound_s), measured here."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.helpers.desync_scenario import INJECTED, launch, outcome, prepare
@@ -26,6 +28,14 @@ def test_one_rank_failing_mid_video_is_recorded_and_ends_the_chunk(tmp_path, syn
     assert failure["attempts"] == 1 and INJECTED in failure["reason"], state
     assert state["videos"] == [] and state["claims"] == [], state
     assert state["chunk_state"] == "failed" and "failed differently" in state["chunk_error"], state
+
+    # `resubmit` continues the run: both stems again, the failed one with fresh attempts
+    from wmsub.login.submission import resubmit_workers
+    from wmsub.state.runs import RunFolder
+    run = RunFolder(Path(spec["run_dir"]))
+    workers = resubmit_workers(run, run.load_config())
+    assert sorted(i.stem for w in workers for i in w.instances) == sorted(run.load_plan().stems)
+    assert stem in run.load_plan().stems and outcome(spec)["failures"] == {}
 
 
 def test_a_peer_that_never_answers_is_ended_within_the_bound(tmp_path, synthetic_bench,

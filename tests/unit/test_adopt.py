@@ -164,3 +164,40 @@ def test_help_names_adopt(capsys):
     assert _cli("--help") == 0
     out = capsys.readouterr().out
     assert "launch.py adopt [-h] [--config CONFIG] [--from DIR] [key=value ...]" in out, out
+
+
+def test_each_check_of_adopt_can_refuse_a_video(tmp_path):
+    """Frame count, size and frame rate are each checked (the folder above plants only a
+    truncated and a wrong-size file); an empty file is incomplete, not a crash."""
+    from wmsub.login.adopt import Expected, check_video
+    frames = np.full((5, 64, 96, 3), 90, np.uint8)
+    expected = Expected(frames=5, width=96, height=64, fps=24)
+    probe, problems = check_video(video_io.write_mp4(tmp_path / "good.mp4", frames, 24), expected)
+    assert problems == [] and (probe["frames"], probe["width"], probe["height"]) == (5, 96, 64), probe
+    longer = video_io.write_mp4(tmp_path / "longer.mp4", np.concatenate([frames, frames]), 24)
+    assert check_video(longer, expected)[1] == ["10 frames, expected 5 (generate.frame_num)"]
+    slower = video_io.write_mp4(tmp_path / "slower.mp4", frames, 16)
+    assert check_video(slower, expected)[1] == ["16 fps, expected 24 (generate.fps)"]
+    wider = video_io.write_mp4(tmp_path / "wider.mp4", np.full((5, 64, 128, 3), 90, np.uint8), 24)
+    (problem,) = check_video(wider, expected)[1]
+    assert problem.startswith("128x64, expected 96x64"), problem
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    (problem,) = check_video(tmp_path / "empty.mp4", expected)[1]
+    assert problem.startswith("incomplete mp4"), problem
+
+
+def test_a_video_whose_payload_is_damaged_does_not_decode(tmp_path):
+    """Structure intact, some bytes of the picture data flipped: ffmpeg alone conceals the
+    damage and exits 0; `adopt` (probe_mp4 with -xerror) calls it what it is."""
+    from wmsub.login.adopt import Expected, check_video
+    frames = np.random.default_rng(0).integers(0, 256, (9, 96, 128, 3), dtype=np.uint8)
+    path = video_io.write_mp4(tmp_path / "damaged.mp4", frames, 24)
+    expected = Expected(frames=9, width=128, height=96, fps=24)
+    assert check_video(path, expected)[1] == []
+    data = bytearray(path.read_bytes())
+    for offset in range(len(data) // 3, 2 * len(data) // 3, 997):
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert not video_io.mp4_structure_problem(path)  # only a full decode can tell
+    (problem,) = check_video(path, expected)[1]
+    assert problem.startswith("does not decode") and "error while decoding" in problem, problem

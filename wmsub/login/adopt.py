@@ -6,7 +6,8 @@ sidecar, so its folder looks to `plan` like files of unknown origin, which it qu
 Nothing is adopted without this explicit command. For every mp4 of a selected instance that
 has no sidecar, found in `output.dir` or (with `--from DIR`) in DIR and copied in:
 
-- it is decoded fully (ffmpeg, `state.video_io.probe_mp4`);
+- it is decoded fully (ffmpeg, `state.video_io.probe_mp4`; a decoding error anywhere makes it
+  invalid);
 - its frame count must be `generate.frame_num`, its size the output size of its instance's
   first frame (`benchmark.sizes`, via the planner), its frame rate `generate.fps`;
 - valid: the store gives it a sidecar marked `adopted`, with where it came from, the checks

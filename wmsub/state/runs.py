@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -191,17 +192,46 @@ def planned_run_path(cfg: Config, config_path: str | None) -> Path:
     raise FileExistsError(f"{logs}: no free run name like {base}; set run.name")
 
 
+# Run folders this process is launching into: {folder: fd holding its launch lock}. The lock
+# is held until the process ends (the kernel releases it even after a crash).
+_LAUNCHING: dict[str, int] = {}
+
+
+def _hold_launch_lock(path: Path) -> None:
+    """Take `path`'s launch lock for the rest of this process, or raise FileExistsError
+    naming the launch that holds it: two launches with the same `run.name` at once would
+    otherwise both pass the jobs.json check and submit into one folder."""
+    if str(path) in _LAUNCHING:
+        return
+    fd = os.open(path / ".launch.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise FileExistsError(
+            f"run folder {path} is being launched right now by {holder}; pick another run.name, "
+            f"or let that launch finish and use `python launch.py resubmit --run {path.name}`") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    _LAUNCHING[str(path)] = fd
+
+
 def create_run(cfg: Config, config_path: str | None) -> RunFolder:
     """Make the run's folder, never sharing one with another launch.
 
-    A default name taken by a launch in the same second gets a suffix (-2, -3, ...); a
-    `run.name` that already holds submitted jobs is refused.
+    A default name taken by a launch in the same second gets a suffix (-2, -3, ...). A
+    `run.name` that already holds submitted jobs is refused, and so is one that another
+    launch is creating or submitting into right now (its launch lock, held until that
+    process ends). Both refusals are FileExistsError with the fix.
     """
     logs = Path(cfg.run.logs_dir)
     logs.mkdir(parents=True, exist_ok=True)
     if cfg.run.name:
         path = planned_run_path(cfg, config_path)
         path.mkdir(exist_ok=True)
+        _hold_launch_lock(path.resolve())
+        planned_run_path(cfg, config_path)  # again under the lock: jobs.json of a launch just done
     else:
         base = default_run_name(config_path)
         for n in range(1, 1000):

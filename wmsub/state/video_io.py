@@ -93,25 +93,30 @@ _VIDEO_LINE = re.compile(r"Stream #\d+:\d+.*?: Video: (.*)")
 _SIZE = re.compile(r"\b(\d{2,5})x(\d{2,5})\b")
 _FPS = re.compile(r"([\d.]+) fps")
 _FRAME = re.compile(r"frame=\s*(\d+)")
+_DECODE_ERROR = re.compile(r"^\[.*(error while decoding|corrupt decoded frame|Invalid data)")  # a decoder's line
 
 
 def probe_mp4(path: str | Path) -> dict:
     """Decode the first video stream fully: {frames, width, height, fps}.
 
     One ffmpeg run (the binary bundled with imageio-ffmpeg); a file ffmpeg cannot
-    open or decode raises VideoError with its message.
+    open or decode raises VideoError with its message. A decoding error anywhere counts
+    (`-xerror`): without it ffmpeg conceals damaged frames, counts them and exits 0, so a
+    file with a corrupted payload but an intact structure would pass.
     """
     import imageio_ffmpeg
 
     path = Path(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
-    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path),
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-hide_banner", "-xerror", "-i", str(path),
            "-map", "0:v:0", "-vf", "null", "-f", "null", "-"]
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.decode(errors="replace")
     if proc.returncode != 0:
-        tail = "\n".join(out.strip().splitlines()[-3:])
+        lines = out.strip().splitlines()
+        first = next((line for line in lines if _DECODE_ERROR.search(line)), None)
+        tail = "\n".join(([first] if first and first not in lines[-3:] else []) + lines[-3:])
         raise VideoError(f"{path}: ffmpeg cannot decode it (exit {proc.returncode}): {tail}")
     stream = _VIDEO_LINE.search(out)
     frames = _FRAME.findall(out)
