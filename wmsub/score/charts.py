@@ -59,9 +59,11 @@ def scores_chart(path: Path, model_name: str, scores: dict, leaderboard: dict,
     left.set_xlabel("total (/10); bar on this run: 95% interval")
     left.set_title("Total vs the official judge leaderboard")
     left.tick_params(axis="y", labelsize=8)
-    legend = [Patch(color=c, label=label) for label, c in (
-        ("this run", THIS_RUN_COLOR), ("seed run", SEED_COLOR), ("open source", OPEN_COLOR),
-        ("closed", CLOSED_COLOR), ("type not stated", UNKNOWN_COLOR))]
+    kinds = [("this run", THIS_RUN_COLOR), ("seed run", SEED_COLOR), ("open source", OPEN_COLOR),
+             ("closed", CLOSED_COLOR)]
+    if any(m.get("type") is None for m in leaderboard["models"]):
+        kinds.append(("type not stated", UNKNOWN_COLOR))
+    legend = [Patch(color=c, label=label) for label, c in kinds]
     left.legend(handles=legend, fontsize=7, loc="lower right")
 
     x = np.arange(len(DIMENSIONS))
