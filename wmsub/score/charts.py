@@ -52,7 +52,7 @@ def scores_chart(path: Path, model_name: str, scores: dict, leaderboard: dict,
         left.text(r[1], y, f" {r[1]:.2f}", va="center", fontsize=8)
     ci = (ci95 or {}).get("total")
     if mine is not None and ci and ci[0] is not None:
-        y = [r[1] for r in rows].index(mine)
+        y = next(i for i, r in enumerate(rows) if r[2] == THIS_RUN_COLOR)  # not a bar of equal total
         left.errorbar([mine], [y], xerr=[[mine - ci[0]], [ci[1] - mine]], fmt="none",
                       ecolor="black", capsize=3, lw=1)
     left.set_xlim(0, 10.8)
