@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import real_bench_root
 from PIL import Image
@@ -353,3 +354,54 @@ def test_report_remerges_after_a_shard_is_judged_again(tmp_path):
     assert report["coverage"]["missing"] == [] and report["coverage"]["subset"]  # 5 of 350
     assert report["scores"]["total"] == pytest.approx(hand_scores([s for s, _ in BENCH])["total"])
     assert "video missing" not in (run_dir / "report" / "report.md").read_text()
+
+
+def test_a_limited_run_in_one_domain_says_subset_and_is_not_ranked(tmp_path):
+    # the issue's case: bench.limit=4, all four in one domain, was "Rank 9 of 9"
+    bench = [(f"r{i}", "robotics") for i in range(4)]
+    run_dir, _ = make_run(tmp_path, shards=1, missing=(), bench=bench)
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data["bench"]["limit"] = 4
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
+    run_shard(str(run_dir), 0)
+    run_report(str(run_dir))
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    cov = report["coverage"]
+    assert (cov["judged"], cov["of"], cov["subset"], cov["selection"]) == (4, 350, True, ["bench.limit=4"])
+    assert cov["label"] == ("4 of 350 instances (domains: robotics 4); selected with bench.limit=4: "
+                            "not comparable with the leaderboard, no rank")
+    assert report["rank"] is None and report["open_rank"] is None
+    md = (run_dir / "report" / "report.md").read_text()
+    assert f"**No rank: {cov['label']}.**" in md and "Rank " not in md
+    assert "Rank " not in (run_dir / "report" / "index.html").read_text()
+
+
+def test_the_subset_label_names_stems_and_domains_selections():
+    from wmsub.score.report import coverage_label
+    from wmsub.score.run_facts import selection
+    cfg = Config()
+    assert selection(cfg) == []
+    cfg.bench.stems = ["a", "b", "c", "d", "e"]
+    cfg.bench.domains = ["robotics", "human"]
+    assert selection(cfg) == ["bench.stems=a,b,c,... (5 stems)", "bench.domains=robotics,human"]
+    cov = {"judged": 3, "of": 350, "subset": True, "judged_domains": {"robotics": 2, "human": 1},
+           "selection": selection(cfg)}
+    assert coverage_label(cov) == ("3 of 350 instances (domains: robotics 2, human 1); selected with "
+                                   "bench.stems=a,b,c,... (5 stems), bench.domains=robotics,human: "
+                                   "not comparable with the leaderboard, no rank")
+    assert coverage_label({**cov, "judged": 350, "subset": False}) == \
+        "all 350 instances judged: comparable with the leaderboard"
+
+
+def test_the_explorer_escapes_stems_and_model_names(tmp_path):
+    # (prompts and judge answers holding markup: tests/procs/test_explorer_browser.py)
+    stem = 'x"><img src=y onerror=alert(1)>'
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"model_name": "<script>alert(2)</script>", "preds": {stem: {}},
+                                "accs": {"instruction": [2.0], "physical_laws": [True] * 5,
+                                         "common_sense": [True, True]}}))
+    write_report(None, path, tmp_path / "rep")
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "<img src=y" not in page and "<script>alert" not in page
+    assert '<span class="stem">x&quot;&gt;&lt;img src=y onerror=alert(1)&gt;</span>' in page
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page
