@@ -30,7 +30,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1800",
-                "--allow-file-access-from-files"):
+                "--allow-file-access-from-files", "--host-resolver-rules=MAP * ~NOTFOUND"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     return webdriver.Chrome(service=Service(driver), options=options)
@@ -108,6 +108,15 @@ def test_explorer_in_a_real_browser(explorer, tmp_path):
             assert Path(unquote(urlparse(v.get_property("poster")).path)).is_file()
         assert driver.execute_script(
             "return Array.from(document.querySelectorAll('article.card img')).every(i => i.naturalWidth > 0)")
+        # the per-domain chart shows too, and nothing comes from the network: every link is
+        # relative (and the browser can resolve no host name: a fetch would be a console error)
+        chart = driver.find_element(By.CSS_SELECTOR, "img[alt='scores per domain']")
+        assert driver.execute_script("return arguments[0].naturalWidth", chart) > 0
+        links = driver.execute_script(
+            "return Array.from(document.querySelectorAll('[src],[href],[poster]')).flatMap("
+            "e => ['src', 'href', 'poster'].map(a => e.getAttribute(a)).filter(v => v !== null))")
+        assert links and not [u for u in links if "://" in u or u.startswith("//")], links
+        assert driver.find_elements(By.CSS_SELECTOR, "link, script[src], iframe") == []
 
         driver.save_screenshot(str(tmp_path / "explorer.png"))
         driver.execute_script("document.getElementById('cards').scrollIntoView()")

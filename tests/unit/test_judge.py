@@ -187,8 +187,10 @@ def test_merged_shards_equal_one_unsharded_judge_run(tmp_path):
                    cwd=cfg.judge.repo, check=True, capture_output=True)
     single = json.loads((tmp_path / "single_cot.json").read_text())
     assert merged == single
-    # == says True == 1.0: the text and the types must match too (bools stay bools)
+    # == says True == 1.0: the text and the types must match too (bools stay bools), and
+    # the file is the unsharded run's byte for byte (the official script's formatting)
     assert json.dumps(merged) == json.dumps(single)
+    assert (run_dir / "judge" / "results.json").read_bytes() == (tmp_path / "single_cot.json").read_bytes()
     assert all(type(x) is bool for key in ("physical_laws", "common_sense") for x in merged["accs"][key])
     assert all(type(x) is float for x in merged["accs"]["instruction"])
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.helpers import real_bench_root
 from PIL import Image
@@ -216,27 +217,54 @@ def test_leaderboard_gaps_inside_the_interval_are_named(tmp_path):
     board = load_leaderboard()["models"]
     assert report["indistinguishable"] == [m["name"] for m in sorted(board, key=lambda m: -m["total"])
                                            if low <= m["total"] <= high]
-    assert {"Mochi-official", "Runway"} <= set(report["indistinguishable"])
+    assert {"Mochi 1-official", "Runway"} <= set(report["indistinguishable"])
     assert "KLING" not in report["indistinguishable"]
-    mochi = next(r for r in report["leaderboard"] if r["name"] == "Mochi-official")
+    mochi = next(r for r in report["leaderboard"] if r["name"] == "Mochi 1-official")
     assert mochi["gap"] == pytest.approx(8.66 - report["scores"]["total"], abs=1e-4)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Inside this run's 95% interval of the total (gap not significant): " in md
 
 
-def test_the_leaderboard_holds_the_sites_13_models_and_invents_nothing():
+# the official site's leaderboard (its leaderboard_data.json): name -> (type, instruction,
+# framewise, temporal, newton, mass, fluid, penetration, gravity, total)
+SITE = {
+    "KLING": ("closed", 2.32, .99, .97, 1.00, .90, 1.00, .93, .99, 9.10),
+    "Minimax": ("closed", 2.28, .99, .93, 1.00, .86, .99, .88, .99, 8.92),
+    "Mochi 1-official": ("closed", 2.00, .97, .89, 1.00, .88, 1.00, .93, .99, 8.66),
+    "Runway": ("closed", 2.17, .99, .87, 1.00, .77, .98, .89, .96, 8.64),
+    "Luma": ("closed", 1.98, .96, .81, 1.00, .70, .98, .87, .95, 8.24),
+    "OpenSoraPlan-T2V": ("open", 1.72, .83, .85, 1.00, .77, .99, .91, .98, 8.04),
+    "Mochi 1": ("open", 2.06, .78, .68, .99, .63, .99, .79, .98, 7.91),
+    "CogVideoX-T2V": ("open", 2.03, .75, .60, .99, .58, .99, .73, .98, 7.65),
+    "CogVideoX-I2V": ("open", 1.78, .61, .52, 1.00, .52, .99, .68, .99, 7.08),
+    "Pandora": ("open", 1.56, .49, .53, 1.00, .55, .98, .79, .99, 6.90),
+    "T2V-Turbo": ("open", 1.37, .64, .44, .99, .41, .99, .73, .98, 6.56),
+    "OpenSora-T2V": ("open", 1.61, .40, .29, .98, .30, .98, .64, .97, 6.17),
+    "OpenSora-I2V": ("open", 1.42, .36, .18, .98, .22, .98, .68, .98, 5.82),
+}
+SITE_KEYS = ("type", "instruction", "framewise", "temporal", "newton", "mass", "fluid", "penetration",
+             "gravity", "total")
+
+
+def test_the_leaderboard_holds_the_sites_13_models_under_its_names():
     board = load_leaderboard()
     models = board["models"]
-    assert len(models) == 13 and len({m["name"] for m in models}) == 13
-    added = {"CogVideoX-I2V": 7.08, "Pandora": 6.90, "T2V-Turbo": 6.56, "OpenSora-T2V": 6.17,
-             "OpenSora-I2V": 5.82}
+    assert [m["name"] for m in models] == list(SITE)  # the site's names, by total
     for m in models:
-        assert m["source"] in board["sources"]
-        if m["name"] in added:
-            assert m["total"] == added[m["name"]] and m["type"] is None
-            assert all(m[k] is None for k in ("instruction", "framewise", "newton", "gravity"))
-        else:
-            assert m["type"] in ("open", "closed") and m["instruction"] is not None
+        assert tuple(m[k] for k in SITE_KEYS) == SITE[m["name"]], m["name"]
+        assert m["source"] == "site" and "leaderboard_data.json" in board["sources"]["site"]
+        assert m["size"] is None  # the site gives none ('-'): not filled in
+        # the parts add up to the site's sums and total, up to its rounding of each value
+        # (KLING: 2.32 + 4.81 + 1.95 = 9.08, total 9.10): a mistyped digit does not
+        physics = sum(m[k] for k in ("newton", "mass", "fluid", "penetration", "gravity"))
+        assert physics == pytest.approx(m["physical_laws"], abs=0.03)
+        assert m["framewise"] + m["temporal"] == pytest.approx(m["common_sense"], abs=0.03)
+        assert m["instruction"] + m["physical_laws"] + m["common_sense"] == pytest.approx(m["total"], abs=0.03)
+    assert {m["name"]: m.get("paper_name") for m in models if m.get("paper_name")} == {
+        "Mochi 1-official": "Mochi-official", "Mochi 1": "Mochi"}
+    # no I2V/T2V label is added to a name the site gives without one
+    assert {m["name"] for m in models if "2V" in m["name"]} == {
+        "OpenSoraPlan-T2V", "CogVideoX-T2V", "CogVideoX-I2V", "T2V-Turbo", "OpenSora-T2V", "OpenSora-I2V"}
 
 
 def test_report_on_a_bare_results_file_skips_domains_with_a_note(tmp_path):
@@ -278,14 +306,14 @@ def test_bad_results_file_is_named(tmp_path):
 def test_rank_ties_go_below_the_published_entry():
     board = load_leaderboard()
     assert board["seed"]["total"] == 8.65
-    tie = next(m for m in board["models"] if m["name"] == "Mochi-official")
+    tie = next(m for m in board["models"] if m["name"] == "Mochi 1-official")
     scores = {k: tie[k] for k in ("instruction", "framewise", "temporal", "newton", "mass", "fluid",
                                   "penetration", "gravity", "total")}
     rows = board_rows(board, "mine", scores, None, comparable=True)
     rank, open_rank = rank_of(rows)
     above = sum(1 for m in board["models"] if m["total"] >= tie["total"])
     assert rank == above + 1
-    assert rows[above - 1]["name"] == "Mochi-official"
+    assert rows[above - 1]["name"] == "Mochi 1-official"
     assert open_rank == 1 + sum(1 for r in rows[:above] if r["type"] == "open")
     assert rank_of(board_rows(board, "mine", {"total": None}, None, True)) == (None, None)
 
@@ -326,3 +354,54 @@ def test_report_remerges_after_a_shard_is_judged_again(tmp_path):
     assert report["coverage"]["missing"] == [] and report["coverage"]["subset"]  # 5 of 350
     assert report["scores"]["total"] == pytest.approx(hand_scores([s for s, _ in BENCH])["total"])
     assert "video missing" not in (run_dir / "report" / "report.md").read_text()
+
+
+def test_a_limited_run_in_one_domain_says_subset_and_is_not_ranked(tmp_path):
+    # the issue's case: bench.limit=4, all four in one domain, was "Rank 9 of 9"
+    bench = [(f"r{i}", "robotics") for i in range(4)]
+    run_dir, _ = make_run(tmp_path, shards=1, missing=(), bench=bench)
+    data = yaml.safe_load((run_dir / "config.yaml").read_text())
+    data["bench"]["limit"] = 4
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(data))
+    run_shard(str(run_dir), 0)
+    run_report(str(run_dir))
+    report = json.loads((run_dir / "report" / "report.json").read_text())
+    cov = report["coverage"]
+    assert (cov["judged"], cov["of"], cov["subset"], cov["selection"]) == (4, 350, True, ["bench.limit=4"])
+    assert cov["label"] == ("4 of 350 instances (domains: robotics 4); selected with bench.limit=4: "
+                            "not comparable with the leaderboard, no rank")
+    assert report["rank"] is None and report["open_rank"] is None
+    md = (run_dir / "report" / "report.md").read_text()
+    assert f"**No rank: {cov['label']}.**" in md and "Rank " not in md
+    assert "Rank " not in (run_dir / "report" / "index.html").read_text()
+
+
+def test_the_subset_label_names_stems_and_domains_selections():
+    from wmsub.score.report import coverage_label
+    from wmsub.score.run_facts import selection
+    cfg = Config()
+    assert selection(cfg) == []
+    cfg.bench.stems = ["a", "b", "c", "d", "e"]
+    cfg.bench.domains = ["robotics", "human"]
+    assert selection(cfg) == ["bench.stems=a,b,c,... (5 stems)", "bench.domains=robotics,human"]
+    cov = {"judged": 3, "of": 350, "subset": True, "judged_domains": {"robotics": 2, "human": 1},
+           "selection": selection(cfg)}
+    assert coverage_label(cov) == ("3 of 350 instances (domains: robotics 2, human 1); selected with "
+                                   "bench.stems=a,b,c,... (5 stems), bench.domains=robotics,human: "
+                                   "not comparable with the leaderboard, no rank")
+    assert coverage_label({**cov, "judged": 350, "subset": False}) == \
+        "all 350 instances judged: comparable with the leaderboard"
+
+
+def test_the_explorer_escapes_stems_and_model_names(tmp_path):
+    # (prompts and judge answers holding markup: tests/procs/test_explorer_browser.py)
+    stem = 'x"><img src=y onerror=alert(1)>'
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"model_name": "<script>alert(2)</script>", "preds": {stem: {}},
+                                "accs": {"instruction": [2.0], "physical_laws": [True] * 5,
+                                         "common_sense": [True, True]}}))
+    write_report(None, path, tmp_path / "rep")
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "<img src=y" not in page and "<script>alert" not in page
+    assert '<span class="stem">x&quot;&gt;&lt;img src=y onerror=alert(1)&gt;</span>' in page
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in page

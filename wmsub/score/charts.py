@@ -52,16 +52,18 @@ def scores_chart(path: Path, model_name: str, scores: dict, leaderboard: dict,
         left.text(r[1], y, f" {r[1]:.2f}", va="center", fontsize=8)
     ci = (ci95 or {}).get("total")
     if mine is not None and ci and ci[0] is not None:
-        y = [r[1] for r in rows].index(mine)
+        y = next(i for i, r in enumerate(rows) if r[2] == THIS_RUN_COLOR)  # not a bar of equal total
         left.errorbar([mine], [y], xerr=[[mine - ci[0]], [ci[1] - mine]], fmt="none",
                       ecolor="black", capsize=3, lw=1)
     left.set_xlim(0, 10.8)
     left.set_xlabel("total (/10); bar on this run: 95% interval")
     left.set_title("Total vs the official judge leaderboard")
     left.tick_params(axis="y", labelsize=8)
-    legend = [Patch(color=c, label=label) for label, c in (
-        ("this run", THIS_RUN_COLOR), ("seed run", SEED_COLOR), ("open source", OPEN_COLOR),
-        ("closed", CLOSED_COLOR), ("type not stated", UNKNOWN_COLOR))]
+    kinds = [("this run", THIS_RUN_COLOR), ("seed run", SEED_COLOR), ("open source", OPEN_COLOR),
+             ("closed", CLOSED_COLOR)]
+    if any(m.get("type") is None for m in leaderboard["models"]):
+        kinds.append(("type not stated", UNKNOWN_COLOR))
+    legend = [Patch(color=c, label=label) for label, c in kinds]
     left.legend(handles=legend, fontsize=7, loc="lower right")
 
     x = np.arange(len(DIMENSIONS))

@@ -39,11 +39,14 @@ from pathlib import Path
 from wmsub.benchmark.manifest import stem_domains
 from wmsub.config import Config
 from wmsub.problems import Problem
-from wmsub.state.jsonio import copy_atomic, read_json_object, write_json_atomic
+from wmsub.state.jsonio import copy_atomic, read_json_object, write_json_atomic, write_text_atomic
 from wmsub.state.runs import RunFolder
 from wmsub.score.scoring import ResultsError, coverage, per_video, results_from_verdicts
 
 LOG_TAIL_LINES = 40
+# How the official script writes its results: mmengine's `dump(results, path, indent=4)`,
+# i.e. json.dump with indent=4 and the default ensure_ascii, no newline at the end.
+OFFICIAL_JSON = {"indent": 4}
 LOG_TAIL_SHOWN = 15  # lines of a failed judge's log the report shows
 
 
@@ -359,8 +362,9 @@ def merge_shards(run_dir) -> Path:
 
     Order: the `stems` order of shards.json (the order given at submit time, i.e.
     benchmark order), so the file is the one a single unsharded judge run would
-    write; each video's instruction, 5 physics and 2 common-sense entries move
-    together. Shards without a result count as missing in `judge/coverage.json`.
+    write, byte for byte (its values and types as the judge wrote them, its JSON
+    formatting: OFFICIAL_JSON); each video's instruction, 5 physics and 2 common-sense
+    entries move together. Shards without a result count as missing in `judge/coverage.json`.
     """
     shards = read_shards_file(run_dir)
     verdicts = {}
@@ -380,7 +384,7 @@ def merge_shards(run_dir) -> Path:
               [v for s, v in verdicts.items() if s not in known]
     merged = results_from_verdicts(ordered, shards["model_name"])
     out = judge_dir(run_dir) / "results.json"
-    write_json_atomic(out, merged)
+    write_text_atomic(out, json.dumps(merged, **OFFICIAL_JSON))  # byte for byte the official layout
     cov = coverage(merged, order)
     cov["shards_without_result"] = absent_shards
     cov.update(why_not_judged(run_dir, cov["missing"]))

@@ -1,8 +1,9 @@
 """The official judge leaderboard (wmsub/data/leaderboard.json) and where a run stands on it.
 
-Every row names its source; a value the source does not state is None and is shown as
-"–". A run is ranked only when it covers the whole benchmark: a subset's score is a
-mean over other instances and is not comparable.
+The file holds the official site's 13 models under the site's names, as its data file
+states them. Every row names its source; a value the source does not state is None and
+is shown as "–". A run is ranked only when it covers the whole benchmark: a subset's
+score is a mean over other instances and is not comparable.
 """
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def board_rows(leaderboard: dict, model_name: str, scores: dict, ci95: dict | No
                comparable: bool) -> list[dict]:
     """Every published model plus this run, by total (ties: published first).
 
-    Each row: name, type, the per-dimension scores, total, source (a key of the file's
+    Each row: name, type, the per-dimension scores, total, date and paper_name (the paper's
+    name where it differs from the site's; None elsewhere), source (a key of the file's
     `sources`) and source_text (what it says), this_run, and for the
     published rows `gap` (their total minus this run's) and `gap_inside_ci` (their total
     lies within this run's 95% interval: the run cannot be told apart from them).
@@ -52,6 +54,7 @@ def board_rows(leaderboard: dict, model_name: str, scores: dict, ci95: dict | No
     for m in leaderboard["models"]:
         row = {"name": m["name"], "type": m.get("type"),
                **{key: m.get(key) for key, _ in COLUMNS},
+               "date": m.get("date"), "paper_name": m.get("paper_name"),
                "source": m.get("source"), "source_text": sources.get(m.get("source")), "this_run": False,
                "gap": None, "gap_inside_ci": None}
         if mine_total is not None:
@@ -63,6 +66,7 @@ def board_rows(leaderboard: dict, model_name: str, scores: dict, ci95: dict | No
     if mine_total is None:
         return rows
     mine = {"name": model_name, "type": "open", **{key: scores.get(key) for key, _ in COLUMNS},
+            "date": None, "paper_name": None,
             "source": "this run",
             "source_text": "this run" + ("" if comparable else " (a subset: not comparable)"),
             "this_run": True, "gap": 0.0, "gap_inside_ci": None}
