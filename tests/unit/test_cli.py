@@ -140,3 +140,27 @@ def test_cancel_asks_first_for_the_latest_run_on_a_terminal_and_says_what_it_did
         assert "[y/N]" not in out, argv
     assert json.loads(out) == result
     assert len(cancelled) == 4
+
+
+def test_the_readme_command_table_names_every_command_and_only_real_options():
+    import re
+
+    from tests.helpers.e2e import REPO
+    from wmsub import cli
+    table = (REPO / "README.md").read_text().split("## Commands", 1)[1].strip().split("\n\n", 1)[0]
+    rows: dict[str, set[str]] = {}
+    command = None
+    for line in table.splitlines():  # a cell's \| is text, not a column
+        cell = re.split(r"(?<!\\)\|", line)[1].strip() if line.startswith("| `") else ""
+        usage = re.match(r"`python launch\.py (\[run\]|[a-z]+)", cell)
+        if usage:
+            command = "run" if usage.group(1) == "[run]" else usage.group(1)
+        elif not cell.startswith("`  --"):  # a row of its own that is not launch.py's
+            command = None
+            continue
+        if command in cli.COMMANDS:
+            rows.setdefault(command, set()).update(re.findall(r"(?<![\w-])--?[a-z][\w-]*", cell.split("`")[1]))
+    assert set(rows) == set(cli.COMMANDS), set(cli.COMMANDS) ^ set(rows)
+    for name, flags in rows.items():
+        known = {o for a in cli.command_parser(name)._actions for o in a.option_strings}
+        assert flags <= known, (name, flags - known)
