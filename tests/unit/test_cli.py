@@ -164,3 +164,17 @@ def test_the_readme_command_table_names_every_command_and_only_real_options():
     for name, flags in rows.items():
         known = {o for a in cli.command_parser(name)._actions for o in a.option_strings}
         assert flags <= known, (name, flags - known)
+
+
+def test_the_squeue_and_sacct_formats_show_whole_job_names_of_every_shipped_config():
+    import re
+
+    from tests.helpers.e2e import REPO
+    from wmsub.login.submission import SQUEUE_FORMAT, job_name
+    from wmsub.state.runs import default_run_name
+    width = int(re.search(r"%\.(\d+)j", SQUEUE_FORMAT).group(1))
+    longest = max(len(job_name(default_run_name(str(path)), stage))
+                  for path in (REPO / "configs").glob("*.yaml") for stage in ("gen", "judge", "report"))
+    assert longest <= width, f"a {longest}-character job name is cut at {width}"
+    readme = (REPO / "README.md").read_text()
+    assert f'squeue --me -o "{SQUEUE_FORMAT}"' in readme and f"JobName%{width}," in readme
