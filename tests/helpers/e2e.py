@@ -21,11 +21,12 @@ def smoke_overrides(tmp: Path, bench: Path, ckpt: Path, **extra) -> list[str]:
 
 
 def launch(*args, timeout_s: float = 600, check: bool = True, cwd: Path | None = None,
-           launch_py: Path | None = None) -> subprocess.CompletedProcess:
-    """launch.py ARGS as a user runs it (stdin is not a terminal: nothing is asked)."""
+           launch_py: Path | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    """launch.py ARGS as a user runs it (stdin is not a terminal: nothing is asked);
+    `env`: the whole environment of the process (default: this one's)."""
     cmd = [sys.executable, str(launch_py or "launch.py"), *map(str, args)]
     proc = subprocess.run(cmd, cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout_s,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")

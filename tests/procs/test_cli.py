@@ -7,8 +7,10 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
+from pathlib import Path
 
 from tests.helpers.e2e import REPO, launch, smoke_overrides
 from wmsub import cli
@@ -117,14 +119,32 @@ def _judge_overrides(tmp_path, bench) -> list[str]:
             "judge.cpus=1", "judge.mem_gb=1"]
 
 
+def _stand_in_sbatch(tmp_path) -> tuple[dict, Path]:
+    """An environment whose `sbatch` accepts `--test-only SCRIPT` (and nothing else) and logs
+    each call: the dry run's checks need no slurmctld here (tests/e2e/test_cli_slurm.py asks
+    the real one)."""
+    bin_dir, calls = tmp_path / "stand-in-bin", tmp_path / "sbatch-calls"
+    bin_dir.mkdir()
+    (bin_dir / "sbatch").write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {shlex.quote(str(calls))}\n'
+        '[ "$1" = --test-only ] && [ -f "$2" ] || { echo "stand-in sbatch: only --test-only" >&2; exit 1; }\n'
+        'echo "sbatch: Job 1 to start at 2026-01-01T00:00:00 using 2 processors on nodes n1 in partition low" >&2\n')
+    (bin_dir / "sbatch").chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}, calls
+
+
 def test_dry_run_shows_the_real_run_and_every_stage_script_and_creates_nothing(
         tmp_path, synthetic_bench, tiny_checkpoint):
     from wmsub.login.submission import job_name
     bench = synthetic_bench(6)
+    env, sbatch_calls = _stand_in_sbatch(tmp_path)
     out = launch("--config", "configs/smoke.yaml", "--dry-run", "plan.chunks=3",
                  "plan.seconds_per_video=80000", "slurm.srun_args=--cpus-per-task=1,--exclusive",
                  *smoke_overrides(tmp_path, bench, tiny_checkpoint),
-                 *_judge_overrides(tmp_path, bench)).stdout
+                 *_judge_overrides(tmp_path, bench), env=env).stdout
+    # the checks before the queue tried the gen, judge and report scripts with --test-only
+    assert [line.split()[0] for line in sbatch_calls.read_text().splitlines()] == ["--test-only"] * 3
     assert "DRY-RUN" not in out
     name = re.search(r"^run: +(smoke-\d{8}-\d{6}) ", out, re.M).group(1)
     run_dir = tmp_path / "logs" / name

@@ -89,3 +89,27 @@ def test_concurrent_load_gives_bitwise_the_video_of_the_official_loads(ckpt):
     official_video = engine.sample("a ball falls", image.copy(), seed=42)
     assert torch.equal(engine.last_latent, latent)
     assert torch.equal(official_video, video)
+
+
+def test_the_chunk_start_logs_no_accelerate_warning(ckpt):
+    """diffusers' from_pretrained warns "`accelerate` was not found" on every load without
+    accelerate (it filled each chunk log); the chunk start never calls it."""
+    import importlib.util
+    import logging
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("diffusers")  # diffusers' modules log under it
+    logger.addHandler(handler)
+    try:
+        cfg = load_config(None, [f"model.checkpoint_dir={ckpt}", "generate.parallel=none",
+                                 "generate.device=cpu"])
+        load_engine(cfg, init_distributed(cfg.generate))
+        ours = [r.getMessage() for r in records]
+        wan_module("modules.model").WanModel.from_pretrained(str(ckpt))  # the control
+        plain = [r.getMessage() for r in records[len(ours):]]
+    finally:
+        logger.removeHandler(handler)
+    assert not [m for m in ours if "accelerate" in m], ours
+    if importlib.util.find_spec("accelerate") is None:
+        assert [m for m in plain if "accelerate" in m], "the control: from_pretrained warns"

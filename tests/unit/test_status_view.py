@@ -118,3 +118,96 @@ def test_slurm_lines_after_a_crash_leave_the_exception_in_view():
     assert summary[-monitor.SLURM_LINES:] == noise[-monitor.SLURM_LINES:]
     assert len(summary) <= monitor.LOG_TAIL_LINES
     assert monitor.summarize_log(noise) == noise[-monitor.LOG_TAIL_LINES:]  # nothing else to show
+
+
+def _slurm_answer(acct: dict, queue: dict | None = None) -> tuple:
+    """What `monitor.query_slurm` returns: (squeue, its error, sacct, its error)."""
+    return queue or {}, None, acct, None
+
+
+def _task(job_id: str, state: str, word: str, reason: str = "", source: str = "sacct"):
+    from wmsub.login import slurm_query as sq
+    return sq.JobInfo(job_id, job_id.replace("_", "0"), state, word, reason=reason, elapsed_s=300,
+                      source=source)
+
+
+def test_states_slurm_reports_oddly_after_the_end(tmp_path):
+    """Chunk 0's record says finished with its 3 videos on disk, but Slurm says FAILED with
+    exit code 12 (preempted while exiting); chunk 1 says finished with a video missing;
+    chunk 2 was cancelled mid-video. The dev-cluster version: tests/e2e/test_cli_slurm.py."""
+    from tests.helpers.monitor import gen_entry, make_run
+    chunks = {0: ["a", "b", "c"], 1: ["d", "e"], 2: ["f", "g"]}
+    run = make_run(tmp_path, chunks, [gen_entry("900", [0, 1, 2])])
+    for stem in "abcd":
+        make_done(tmp_path / "outputs", stem)
+    write_record(run, 0, chunks[0], job_id="900_0", state="finished", done=chunks[0])
+    write_record(run, 1, chunks[1], job_id="900_1", state="finished", done=["d"])
+    write_record(run, 2, chunks[2], job_id="900_2", state="running", current="f", step=3, steps=50,
+                 videos=[{"stem": "x", "seconds": 60, "finished_at": time.time() - 120}])
+    acct = {"900_0": _task("900_0", "failed", "FAILED", "exit code 12"),
+            "900_1": _task("900_1", "failed", "FAILED", "exit code 12"),
+            "900_2": _task("900_2", "cancelled", "CANCELLED by 0")}
+    status = monitor.collect_status(run.path, slurm=_slurm_answer(acct))
+    first, second, third = status["chunks"]
+    assert (first["state"], first["state_from"]) == ("completed", "record")
+    assert first["slurm_state"] == "FAILED" and "Slurm: FAILED, exit code 12" in first["reason"]
+    assert second["state"] == "failed" and "state_from" not in second
+    assert third["state"] == "cancelled" and third["current"] is None and third["step"] is None
+    t = status["totals"]
+    assert (t["failed_chunks"], t["failed"], t["active"], t["eta_s"]) == (2, 3, False, None)
+    text = views.render_status(status)
+    assert "completed (per its record)" in text and "ETA -" in text
+    assert "failed (exit code 12)" in text  # chunk 1's own line
+    # Slurm is about to run chunk 0 again: its state is Slurm's, and the run has an ETA
+    queue = {"900_0": _task("900_0", "pending", "PENDING", "BeginTime", source="squeue")}
+    status = monitor.collect_status(run.path, slurm=_slurm_answer(acct, queue))
+    assert status["chunks"][0]["state"] == "pending" and status["totals"]["active"]
+    assert status["totals"]["eta_s"] is not None
+
+
+# the keys `status --json` had before the live screen and the log summaries: additions only
+JSON_KEYS_BEFORE = {
+    "": {"run", "path", "output_dir", "time", "chunks", "judge", "report", "totals", "sacct",
+         "sacct_error", "squeue_error", "squeue_cmd", "finished"},
+    "chunk": {"index", "job_id", "state", "reason", "slurm_state", "restarts", "elapsed_s", "done",
+              "total", "current", "failed", "error", "record_state", "record_job_id", "unverified",
+              "timeouts", "preemptions", "log", "log_tail"},
+    "judge": {"state", "jobs", "results", "shards", "enabled"},
+    "report": {"state", "jobs", "present", "path"},
+    "totals": {"done", "total", "failed", "plan_failed", "videos_per_hour", "eta_s", "gpu_hours",
+               "failed_chunks", "restarts", "timeouts", "preemptions"},
+}
+
+
+def test_status_json_only_adds_keys(tmp_path):
+    run = local_run(tmp_path, {0: ["a"]})
+    write_record(run, 0, ["a"], job_id="4242_0", state="failed", error="RuntimeError: boom")
+    status = json.loads(json.dumps(monitor.collect_status(run.path)))
+    got = {"": status, "chunk": status["chunks"][0], "judge": status["judge"],
+           "report": status["report"], "totals": status["totals"]}
+    for where, keys in JSON_KEYS_BEFORE.items():
+        assert keys <= set(got[where]), (where, keys - set(got[where]))
+
+
+def test_logs_follow_prints_what_is_appended_until_the_job_leaves_the_queue(tmp_path, monkeypatch):
+    from submitit.core.utils import JobPaths
+
+    from tests.helpers.monitor import gen_entry, make_run
+    from wmsub.login import chunklog
+    run = make_run(tmp_path, {0: ["a"]}, [gen_entry("555", [0])])
+    log = JobPaths(run.submitit_dir, job_id="555_0", task_id=0).stdout
+    log.write_text("line-1\n")
+    monkeypatch.setattr(chunklog, "FOLLOW_POLL_S", 0.01)
+    monkeypatch.setattr(chunklog, "QUEUE_POLL_S", 0.02)
+    asked: list[str] = []
+
+    def job_active(job_id: str) -> bool:  # the job writes a line between polls; squeue
+        asked.append(job_id)              # lists it 5 times, then it is gone (its last line
+        with open(log, "a") as f:         # written as it ended)
+            f.write(f"line-{len(asked) + 1}\n")
+        return len(asked) <= 5
+    monkeypatch.setattr(chunklog, "_job_active", job_active)
+    out = io.StringIO()
+    assert chunklog.show_chunk_log(run, 0, follow=True, out=out) == 0
+    assert out.getvalue() == f"==> {log} <==\n" + "".join(f"line-{k}\n" for k in range(1, 8))
+    assert set(asked) == {"555_0"} and len(asked) == 6

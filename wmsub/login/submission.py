@@ -48,7 +48,7 @@ def job_setup_lines(extra: list[str]) -> list[str]:
 
 STAGE_TAGS = {"gen": "gen", "judge": "jdg", "report": "rep"}
 # squeue's default NAME column is 8 wide: this format prints the whole job name.
-SQUEUE_FORMAT = "%.18i %.9P %.40j %.8T %.10M %.4r %R"
+SQUEUE_FORMAT = "%.18i %.9P %.60j %.8T %.10M %.4r %R"
 
 
 def short_run_id(run_name: str) -> str:
