@@ -104,12 +104,11 @@ WAN22_I2V_A14B = EngineSpec(
               "generate.max_area": 720 * 1280, "generate.frame_num": 81,
               "generate.sampling_steps": 40, "generate.sample_solver": "unipc",
               "generate.shift": 5.0, "generate.guide_scale": [3.5, 3.5], "generate.fps": 16,
-              # an estimate for sp on 2 H200s, scaled by FLOPs from the 480p step measured on
-              # one H200 (docs/A14B.md); set plan.seconds_per_video from a run's own numbers
-              "plan.seconds_per_video": 625.0},
+              # measured: 720p, sp on 2 H200s, 40 x 14.91 s/step + 13 s (docs/A14B.md)
+              "plan.seconds_per_video": 610.0},
     checkpoint_check="wmsub.node.engines.layout_i2v:inspect_checkpoint",
-    # 121.3 GiB peak at 480p on an H200 with T5 offloaded (docs/A14B.md), plus T5's 11.4 GB:
-    # 720p needs more (not measured), so this is a lower bound
+    # 121.3 GiB peak at 480p on an H200 with T5 offloaded (docs/A14B.md), plus T5's 11.4 GB;
+    # a lower bound: exact 720p ran out of memory on one H200 (139.8 GiB), measured
     gpu_memory_gb=141.6,
     config="configs/wan22_i2v_a14b.yaml",
     guide_pair=True,
