@@ -298,12 +298,12 @@ def default_config_path(overrides) -> str | None:
     return str(checkout_path(spec.config)) if spec.config else None
 
 
-def _plan_or_exit(cfg):
+def _plan_or_exit(cfg, preview: bool):
     from wmsub.benchmark.manifest import ManifestError
     from wmsub.login.planner import build_plan
     from wmsub.state.store import SettingsMismatch
     try:
-        return build_plan(cfg)
+        return build_plan(cfg, preview=preview)
     except ManifestError as e:
         print(f"benchmark validation failed; nothing was submitted.\n{e}", file=sys.stderr)
     except SettingsMismatch as e:
@@ -321,7 +321,7 @@ def cmd_plan(args) -> int:
     if values.problems:
         print("config refused:\n" + "\n".join(f"  - {p}" for p in values.problems), file=sys.stderr)
         return 1
-    plan = _plan_or_exit(cfg)
+    plan = _plan_or_exit(cfg, preview=True)
     if plan is None:
         return 1
     print(json.dumps(plan.record().to_json()) if args.json else format_plan(plan, cfg))
@@ -384,7 +384,9 @@ def cmd_run(args) -> int:
             print(f"released {len(released)} claim(s) of Slurm job(s) that have ended: "
                   + ", ".join(f"{stem} ({job})" for stem, job in sorted(released.items())))
     # the planner scans output.dir: one it cannot use is already reported
-    plan = None if "output.dir" in {p.key for p in report.problems} else _plan_or_exit(cfg)
+    # only a run that will submit changes the folder (pins its settings, quarantines)
+    preview = args.dry_run or not report.ok
+    plan = None if "output.dir" in {p.key for p in report.problems} else _plan_or_exit(cfg, preview)
     if plan is not None:
         print(format_plan(plan, cfg))
         if args.dry_run:

@@ -170,11 +170,56 @@ def test_bad_benchmark_fails_before_touching_the_output_folder(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def _one_video(cfg, stem):
+    frames = np.zeros((cfg.generate.frame_num, 16, 16, 3), dtype=np.uint8)
+    OutputStore.for_config(cfg).write_video(stem, frames, cfg.generate.fps, {})
+
+
 def test_changed_settings_are_refused_by_the_plan(synthetic_bench, tmp_path):
     root = synthetic_bench(3)
-    build_plan(_cfg(root, tmp_path / "out"))
+    first = build_plan(_cfg(root, tmp_path / "out"))
+    _one_video(_cfg(root, tmp_path / "out"), first.pending[0])
     with pytest.raises(SettingsMismatch, match="generate.sampling_steps: 50 -> 10"):
         build_plan(_cfg(root, tmp_path / "out", "generate.sampling_steps=10"))
+    with pytest.raises(SettingsMismatch, match="generate.sampling_steps: 50 -> 10"):
+        build_plan(_cfg(root, tmp_path / "out", "generate.sampling_steps=10"), preview=True)
     ok = build_plan(_cfg(root, tmp_path / "out", "generate.sampling_steps=10",
                          "output.allow_settings_mismatch=true"))
     assert any("generate.sampling_steps" in n for n in ok.notes)
+
+
+def test_a_folder_that_holds_no_video_takes_new_settings(synthetic_bench, tmp_path):
+    """Settings pinned by a run that made nothing (sbatch refused it, or it was cancelled
+    before its first video) protect nothing: the next run's settings replace them."""
+    root = synthetic_bench(3)
+    build_plan(_cfg(root, tmp_path / "out"))
+    plan = build_plan(_cfg(root, tmp_path / "out", "generate.sampling_steps=10"))
+    assert any("the folder holds no video yet" in n and "generate.sampling_steps" in n
+               for n in plan.notes), plan.notes
+    saved = json.loads((tmp_path / "out/.wmsub/settings.json").read_text())
+    assert saved["settings"]["generate.sampling_steps"] == 10 and len(saved["previous"]) == 1
+    # a compute node never takes a folder from another run this way
+    node = OutputStore.for_config(_cfg(root, tmp_path / "out", "generate.sampling_steps=20"),
+                                  kernel="math")
+    with pytest.raises(SettingsMismatch):
+        node.check_settings()
+
+
+def test_a_preview_plan_changes_nothing_in_the_folder(synthetic_bench, tmp_path):
+    """plan, check and --dry-run: no settings pinned, no file quarantined, no temp removed."""
+    root = synthetic_bench(3)
+    out = tmp_path / "out"
+    stems = build_plan(_cfg(root, tmp_path / "probe"), preview=True).pending
+    assert not (tmp_path / "probe").exists()
+    out.mkdir()
+    (out / f"{stems[0]}.mp4").write_bytes(b"not an mp4")  # no sidecar: a run quarantines it
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    plan = build_plan(_cfg(root, out), preview=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert [s for s, _ in plan.quarantined] == [stems[0]] and stems[0] in plan.pending
+    assert any("will be quarantined at the run" in n for n in plan.notes), plan.notes
+    assert "1 to quarantine at the run" in format_plan(plan, _cfg(root, out))
+    # then build_plan for a run does both
+    real = build_plan(_cfg(root, out))
+    assert (out / ".wmsub/settings.json").is_file() and not (out / f"{stems[0]}.mp4").exists()
+    assert "1 quarantined now" in format_plan(real, _cfg(root, out))

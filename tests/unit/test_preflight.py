@@ -128,8 +128,14 @@ def test_a_refused_output_dir_leaves_the_benchmark_check_to_the_manifest(tmp_pat
 
 
 def test_an_output_folder_of_other_settings_is_one_problem_with_one_fix(tmp_path, synthetic_bench):
+    import numpy as np
+    from wmsub.login.planner import build_plan
+    from wmsub.state.store import OutputStore
     over = [f"bench.root={synthetic_bench(2)}", f"output.dir={tmp_path / 'out'}"]
-    assert preflight.check_benchmark(_cfg(*over), Context()).ok  # the first plan pins the folder
+    assert preflight.check_benchmark(_cfg(*over), Context()).ok
+    assert not (tmp_path / "out").exists()  # check changes nothing in the folder
+    stem = build_plan(_cfg(*over)).pending[0]  # a run pins the folder and makes a video
+    OutputStore.for_config(_cfg(*over)).write_video(stem, np.zeros((5, 16, 16, 3), np.uint8), 24, {})
     (problem,) = preflight.check_benchmark(_cfg(*over, "generate.seed=7"), Context()).problems
     assert problem.key == "output.dir" and "belongs to other generation settings" in problem.what
     assert "generate.seed: 42 -> 7" in problem.what and "fix:" not in problem.what

@@ -71,6 +71,7 @@ class Plan:
     fingerprint: str = ""
     chunk_rule: str = ""  # how the chunk count was chosen
     output_sizes: dict[str, int] = field(default_factory=dict)  # "WxH" -> pending videos
+    preview: bool = False  # made without changing the folder (plan, check, --dry-run)
 
     @property
     def est_total_s(self) -> float:
@@ -88,15 +89,18 @@ class Plan:
             fingerprint=self.fingerprint, est_total_s=self.est_total_s, notes=list(self.notes))
 
 
-def build_plan(cfg: Config, *, verify: str | None = None, retry_failed: bool = False) -> Plan:
+def build_plan(cfg: Config, *, verify: str | None = None, retry_failed: bool = False,
+               preview: bool = False) -> Plan:
     """Validate the benchmark, scan the output folder, split what is pending.
 
     Raises ManifestError (bad benchmark) or SettingsMismatch (folder made with other
-    settings) before anything is submitted.
+    settings) before anything is submitted. preview (plan, check, --dry-run): the same
+    plan with nothing written to the folder (no settings pinned, nothing quarantined).
     """
     manifest = load_manifest(cfg.bench)
     check_output_sizes(manifest, cfg)
-    return make_plan(cfg, manifest, OutputStore.for_config(cfg), verify=verify, retry_failed=retry_failed)
+    return make_plan(cfg, manifest, OutputStore.for_config(cfg, preview=preview), verify=verify,
+                     retry_failed=retry_failed)
 
 
 def make_plan(cfg: Config, manifest: Manifest, store: OutputStore, *, verify: str | None = None,
@@ -105,7 +109,8 @@ def make_plan(cfg: Config, manifest: Manifest, store: OutputStore, *, verify: st
     notes.extend(store.check_settings())
     notes.extend(kernel_notes(cfg, store.kernel))
     scan = store.scan(manifest.stems, verify or cfg.output.verify, retry_failed=retry_failed)
-    notes.extend(f"quarantined {s}.mp4: {why}" for s, why in scan.quarantined)
+    moved = "will be quarantined at the run" if store.preview else "quarantined"
+    notes.extend(f"{s}.mp4 {moved}: {why}" for s, why in scan.quarantined)
     if scan.other_settings:
         notes.append(f"{len(scan.other_settings)} video(s) made with other settings will be "
                      "regenerated (the old ones are quarantined on overwrite)")
@@ -123,7 +128,7 @@ def make_plan(cfg: Config, manifest: Manifest, store: OutputStore, *, verify: st
     return Plan(instances=list(manifest.instances), done=scan.done, pending=scan.pending,
                 failed=scan.failed, quarantined=scan.quarantined, notes=notes, chunks=chunks,
                 claimed=scan.claimed, fingerprint=store.fingerprint, chunk_rule=rule,
-                output_sizes=dict(sizes.most_common()))
+                output_sizes=dict(sizes.most_common()), preview=store.preview)
 
 
 def kernel_notes(cfg: Config, pinned: str | None) -> list[str]:

@@ -304,7 +304,7 @@ def check_benchmark(cfg: Config, ctx: Context) -> CheckResult:
             check_output_sizes(manifest, cfg)
             return CheckResult("benchmark", info={"instances": len(manifest.instances),
                                                   "outputs": "not scanned (output.dir is refused)"})
-        plan = build_plan(cfg)
+        plan = build_plan(cfg, preview=True)
     except ManifestError as e:
         return CheckResult("benchmark", [_manifest_problem(p) for p in e.problems])
     except SettingsMismatch as e:

@@ -31,7 +31,8 @@ def format_plan(plan, cfg) -> str:
         f"output:    {cfg.output.dir} (settings fingerprint {plan.fingerprint})",
         f"model:     {cfg.model.name} (model.engine={cfg.model.engine})",
         f"status:    {len(plan.done)} done, {len(plan.pending)} pending, {len(plan.failed)} failed"
-        f" (>= {cfg.output.max_attempts} attempts), {len(plan.quarantined)} quarantined now",
+        f" (>= {cfg.output.max_attempts} attempts), {len(plan.quarantined)} "
+        + ("to quarantine at the run" if plan.preview else "quarantined now"),
     ]
     if plan.output_sizes:
         lines.append("sizes:     " + ", ".join(f"{k} x{v}" for k, v in plan.output_sizes.items()))

@@ -106,7 +106,7 @@ class OutputStore:
     def __init__(self, out_dir, fingerprint: str, settings: dict, expected_frames: int | None, *,
                  allow_mismatch: bool = False, claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
                  max_attempts: int = 3, kernel: str | None = None,
-                 legacy_fingerprint: str | None = None):
+                 legacy_fingerprint: str | None = None, preview: bool = False):
         self.dir = Path(out_dir)
         self.settings_fingerprint = fingerprint  # what the login node knows (settings.json)
         self.kernel = kernel  # None until resolved (on the node) or read from the folder's pin
@@ -125,13 +125,18 @@ class OutputStore:
         self.claims = ClaimBook(self.meta / "claims", claim_ttl_s)
         self.notes: list[str] = []
         self._settings_checked = False
+        # preview (plan, check, --dry-run): read the folder, change nothing in it
+        self.preview = preview
+        self._on_node = kernel is not None
 
     @classmethod
-    def for_config(cls, cfg, out_dir: str | Path | None = None, kernel: str | None = None) -> "OutputStore":
+    def for_config(cls, cfg, out_dir: str | Path | None = None, kernel: str | None = None,
+                   preview: bool = False) -> "OutputStore":
         """The store of a run's `output.dir` (or `out_dir`), locked to its settings.
 
         `kernel`: the attention kernel as resolved on the compute node; without it (the
         login node) the store takes the folder's pinned kernel when it checks settings.
+        `preview`: what a run would find, with nothing written, pinned or moved.
         """
         from wmsub.config import legacy_settings_fingerprint, settings_fingerprint
         fingerprint, settings = settings_fingerprint(cfg)
@@ -139,7 +144,7 @@ class OutputStore:
         return cls(out_dir or o.dir, fingerprint, settings, cfg.generate.frame_num,
                    allow_mismatch=o.allow_settings_mismatch, claim_ttl_s=o.claim_ttl_s,
                    max_attempts=o.max_attempts, kernel=kernel,
-                   legacy_fingerprint=legacy_settings_fingerprint(cfg))
+                   legacy_fingerprint=legacy_settings_fingerprint(cfg), preview=preview)
 
     # ---- paths -------------------------------------------------------------------------
 
@@ -160,9 +165,13 @@ class OutputStore:
         First use writes `.wmsub/settings.json` (atomically, first writer wins); the first
         store that knows its kernel (a compute node) pins `.wmsub/kernel.json` the same way.
         With allow_mismatch the new settings replace the old (kept under "previous") and the
-        returned notes name the differences. A folder of the fingerprint format before the
-        kernel and the parallel mode joined it is upgraded in place (`_upgrade_legacy`).
+        returned notes name the differences; so do they, unasked, in a folder that holds no
+        video yet (nothing to mix). A folder of the fingerprint format before the kernel and
+        the parallel mode joined it is upgraded in place (`_upgrade_legacy`). A preview
+        store writes nothing: it raises or notes what a run would do.
         """
+        if self.preview:
+            return self._preview_settings()
         self.meta.mkdir(parents=True, exist_ok=True)
         path = self.meta / "settings.json"
         mine = {"fingerprint": self.settings_fingerprint, "settings": self.settings,
@@ -194,19 +203,52 @@ class OutputStore:
         created_at, previous), or None before the folder's first use."""
         return read_json_object(self.meta / "settings.json")
 
-    def _replace_settings(self, path: Path, old: dict, mine: dict) -> list[str]:
+    def _preview_settings(self) -> list[str]:
+        """check_settings without writing: the same refusal, or notes of what a run does."""
+        old = read_json_object(self.meta / "settings.json")
+        kernel = (read_json_object(self.meta / "kernel.json") or {}).get("kernel")
+        if kernel and self.kernel is None:
+            self._use_kernel(kernel)
+        self._settings_checked = True
+        if old is None or old.get("fingerprint") == self.settings_fingerprint:
+            return []
+        if self.legacy_fingerprint and old.get("fingerprint") == self.legacy_fingerprint:
+            return ["settings.json will be upgraded at the run (same settings; the parallel mode "
+                    "and the attention kernel are now part of the fingerprint)"]
+        diffs = self._differences(old)
+        if not (self.allow_mismatch or self._holds_no_video()):
+            raise SettingsMismatch(self.dir, old["fingerprint"], self.settings_fingerprint, diffs)
+        return [f"settings will change at the run: {k}: {_short(o)} -> {_short(n)}"
+                for k, (o, n) in diffs.items()]
+
+    def _differences(self, old: dict) -> dict:
         old_settings = old.get("settings") or {}
-        diffs = {k: (old_settings.get(k), self.settings.get(k))
-                 for k in sorted(set(old_settings) | set(self.settings))
-                 if old_settings.get(k) != self.settings.get(k)}
+        return {k: (old_settings.get(k), self.settings.get(k))
+                for k in sorted(set(old_settings) | set(self.settings))
+                if old_settings.get(k) != self.settings.get(k)}
+
+    def _holds_no_video(self) -> bool:
+        """No mp4, no record and no live claim: settings pinned by a run that made nothing
+        (refused by sbatch, cancelled before its first video) protect nothing. Asked on the
+        login node only: two runs' chunks must not take an empty folder from each other."""
+        if self._on_node:
+            return False
+        has = lambda folder, pattern: folder.is_dir() and next(folder.glob(pattern), None) is not None  # noqa: E731
+        return not (has(self.dir, "*.mp4") or has(self.records_dir, "*.json")
+                    or self.claims.live_claims())
+
+    def _replace_settings(self, path: Path, old: dict, mine: dict) -> list[str]:
+        diffs = self._differences(old)
         err = SettingsMismatch(self.dir, old["fingerprint"], self.settings_fingerprint, diffs)
-        if not self.allow_mismatch:
+        empty = self._holds_no_video()
+        if not (self.allow_mismatch or empty):
             raise err
         previous = list(old.get("previous") or [])
         previous.append({k: old.get(k) for k in ("fingerprint", "settings", "created_at")})
         write_json_atomic(path, {**mine, "previous": previous})
-        return [f"settings changed (allowed by output.allow_settings_mismatch): {k}: "
-                f"{_short(o)} -> {_short(n)}" for k, (o, n) in diffs.items()]
+        why = "the folder holds no video yet" if empty else "allowed by output.allow_settings_mismatch"
+        return [f"settings changed ({why}): {k}: {_short(o)} -> {_short(n)}"
+                for k, (o, n) in diffs.items()]
 
     def _check_kernel(self) -> list[str]:
         """One attention kernel per folder: the first store that knows its kernel pins it;
@@ -402,7 +444,7 @@ class OutputStore:
     def scan(self, stems, verify: str = "cheap", retry_failed: bool = False) -> ScanResult:
         """Sort `stems` into done / pending / failed, quarantining bad videos on the way."""
         self._ensure_settings()
-        result = ScanResult(removed_temps=self.remove_stale_temps())
+        result = ScanResult(removed_temps=[] if self.preview else self.remove_stale_temps())
         failures = self.failures()
         live = self.claims.live_claims()
         stems = list(stems)
@@ -419,6 +461,8 @@ class OutputStore:
             if state == "bad":
                 if stem in live:
                     state = "missing"  # a live writer may be mid-replace; leave it be
+                elif self.preview:
+                    result.quarantined.append((stem, reason))  # the run moves it
                 else:
                     moved = self.quarantine(stem, reason)
                     if moved is not None:
