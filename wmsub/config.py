@@ -257,17 +257,17 @@ def _coerce(key: str, value, typ):
         if isinstance(value, str):
             value = _yaml_text(key, value, "mapping") if value.strip() else {}
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r} — fix: write it as {{flag: value, ...}}")
         return {str(k): str(v) for k, v in value.items()}
     if typ is bool:
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
             return value.lower() in ("true", "yes", "1")
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        raise ConfigError(f"{key}: expected true or false, got {value!r} — fix: write {key}=true or {key}=false")
     if typ is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {value!r} — fix: write a whole number, e.g. {key}=64 (a product such as 704*1280 is allowed)")
         if isinstance(value, int):
             return value
         if isinstance(value, str):
@@ -275,19 +275,19 @@ def _coerce(key: str, value, typ):
                 return int(eval_int(value))
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        raise ConfigError(f"{key}: expected an integer, got {value!r} — fix: write a whole number, e.g. {key}=64 (a product such as 704*1280 is allowed)")
     if typ is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         try:
             return float(value)
         except (TypeError, ValueError):
-            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+            raise ConfigError(f"{key}: expected a number, got {value!r} — fix: write a number, e.g. {key}=1.5") from None
     if typ is str:
         if value is None:
             return ""
         if isinstance(value, (dict, list)):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r} — fix: quote the value")
         return str(value)
     raise ConfigError(f"{key}: unsupported type {typ}")
 

@@ -74,11 +74,21 @@ def test_judge_after_fixing_a_broken_judge_env(tmp_path):
     assert stages == ["judge", "report", "judge", "report", "report"]
 
 
+def _queued() -> list[str]:
+    import subprocess
+    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split()
+
+
 def test_judge_refuses_non_judge_keys_and_a_missing_judge_before_the_queue(tmp_path):
     run_dir, _ = make_run(tmp_path, shards=1)
     RunFolder(run_dir).save_plan(PlanRecord(stems=[s for s, _ in BENCH], domains=dict(BENCH)))
     proc = launch("judge", "--run", str(run_dir), "bench.limit=3", check=False)
     assert proc.returncode == 2 and "judge.* overrides only; refused: bench.limit=3" in proc.stderr
+    latest = run_dir.parent / "LATEST"
+    latest.write_text("an-earlier-run\n")
+    queued = _queued()
     proc = launch("judge", "--run", str(run_dir), "judge.python=", "judge.checkpoint=", check=False)
     assert proc.returncode == 1 and "judge.python: is empty" in proc.stderr
+    assert "fix: set it to the VILA environment's interpreter" in proc.stderr, proc.stderr
     assert "judge.checkpoint: is empty" in proc.stderr and not (run_dir / "jobs.json").exists()
+    assert latest.read_text() == "an-earlier-run\n" and _queued() == queued

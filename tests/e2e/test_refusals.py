@@ -13,8 +13,8 @@ import pytest
 from tests.helpers.e2e import REPO
 from tests.helpers.envs import bare_venv, venv_without
 from tests.helpers.judge import make_judge_checkpoint
-from tests.helpers.refusals import (EARLIER, assert_nothing_submitted, assert_refused, launch_with,
-                                    scene)
+from tests.helpers.refusals import (EARLIER, assert_nothing_submitted, assert_refused, jobs_named,
+                                    launch_with, scene)
 from wmsub.state.runs import create_run
 
 pytestmark = pytest.mark.usefixtures("slurm_cluster")
@@ -80,7 +80,8 @@ def test_a_type_error_in_a_yaml_file_names_the_file(tmp_path, synthetic_bench, t
     config = tmp_path / "mine.yaml"
     config.write_text((REPO / "configs/smoke.yaml").read_text().replace("mem_gb: 2", "mem_gb: two"))
     proc = launch_with("--config", config, *s.overrides(synthetic_bench(2), tiny_checkpoint))
-    assert_refused(proc, s, f"{config}: slurm.mem_gb: expected an integer, got 'two'", rc=2)
+    assert_refused(proc, s, f"{config}: slurm.mem_gb: expected an integer, got 'two'",
+                   "fix: write a whole number, e.g. slurm.mem_gb=64", rc=2)
 
 
 def test_a_generation_interpreter_that_does_not_exist(tmp_path, synthetic_bench, tiny_checkpoint):
@@ -163,5 +164,7 @@ def test_resubmit_runs_the_same_checks(tmp_path, synthetic_bench, tiny_checkpoin
     (s.logs / "LATEST").write_text(EARLIER)
     proc = launch_with("resubmit", "--logs", s.logs, "--run", s.name)
     assert proc.returncode == 1 and "slurm.python: /gone/python does not exist" in proc.stderr
+    assert "fix: set slurm.python to the generation env's interpreter" in proc.stderr, proc.stderr
     assert (run.path / "jobs.json").read_text() == "[]"
     assert (s.logs / "LATEST").read_text() == EARLIER
+    assert jobs_named(s.name, s.started) == []

@@ -89,5 +89,5 @@ def test_yaml_files_keep_dotted_stems_as_text_and_name_the_file_on_a_type_error(
     assert cfg.slurm.python == ""
     bad = tmp_path / "types.yaml"
     bad.write_text("slurm:\n  mem_gb: lots\n")
-    with pytest.raises(ConfigError, match=r"types\.yaml: slurm\.mem_gb: expected an integer, got 'lots'"):
+    with pytest.raises(ConfigError, match=r"types\.yaml: slurm\.mem_gb: expected an integer, got 'lots' — fix: write a whole number"):
         load_config(bad)

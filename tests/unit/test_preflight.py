@@ -249,7 +249,7 @@ def test_on_node_rank_reports_become_problems_naming_rank_host_and_fix():
             "connection refused — fix: check that the ranks reach each other (MASTER_ADDR/PORT, firewall, "
             "NCCL_SOCKET_IFNAME in slurm.setup)") in said
     assert ("slurm.gpu_type: rank 0 on node7: 30.1 GB free on its GPU (A100-40GB), the model needs ~52.7 GB "
-            "(measured peak, docs/ENGINES.md) — fix: pick GPUs with more memory (slurm.gpu_type), or "
+            "(wan22-ti2v-5b's figure, docs/ENGINES.md) — fix: pick GPUs with more memory (slurm.gpu_type), or "
             "generate.offload_t5=true (-11.4 GB)") in said
     assert any(s.startswith("judge.python: /envs/vila/bin/python on node7 cannot run `import llava` from "
                             "evaluation.py: ModuleNotFoundError: No module named 'ps3' (at "

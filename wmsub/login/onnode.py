@@ -193,7 +193,8 @@ def _memory_problems(cfg: Config, r: dict, warnings: list[Problem]) -> list[Prob
     if not need or mem["free_gb"] >= need:  # an engine that states no peak is not checked
         return []
     what = (f"rank {r.get('rank')} on {r.get('host')}: {mem['free_gb']} GB free on its GPU "
-            f"({mem.get('name')}), the model needs ~{need:g} GB (measured peak, docs/ENGINES.md)")
+            f"({mem.get('name')}), the model needs ~{need:g} GB "
+            f"({cfg.model.engine}'s figure, docs/ENGINES.md)")
     fix = "pick GPUs with more memory (slurm.gpu_type), or generate.offload_t5=true (-11.4 GB)"
     if cfg.generate.parallel == "sp" and cfg.slurm.gpus_per_job > 1:
         # sp shards the model over the ranks: the single-GPU figure is an upper bound
