@@ -316,6 +316,10 @@ def test_rank_ties_go_below_the_published_entry():
     assert rows[above - 1]["name"] == "Mochi 1-official"
     assert open_rank == 1 + sum(1 for r in rows[:above] if r["type"] == "open")
     assert rank_of(board_rows(board, "mine", {"total": None}, None, True)) == (None, None)
+    # a user engine's type is unknown: it gets a rank but no open-source rank
+    unknown = board_rows(board, "mine", scores, None, comparable=True, model_type=None)
+    assert rank_of(unknown) == (rank, None)
+    assert next(r for r in unknown if r["this_run"])["type"] is None
 
 
 @pytest.mark.skipif(not (BENCH_ROOT / "worldmodelbench.json").is_file(),

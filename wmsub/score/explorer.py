@@ -217,7 +217,8 @@ def _leaderboard(report: dict) -> str:
     elif cov["subset"]:
         note = f"No rank: {cov['label']}. Published models shown for reference."
     else:
-        note = f"Rank {report['rank']} of {len(report['leaderboard'])} (open-source rank {report['open_rank']})."
+        among_open = f" (open-source rank {report['open_rank']})" if report.get("open_rank") else ""
+        note = f"Rank {report['rank']} of {len(report['leaderboard'])}{among_open}."
         inside = report.get("indistinguishable") or []
         note += (" Inside this run's 95% interval (gap not significant): " + ", ".join(inside) + ".") \
             if inside else " No published total lies inside this run's 95% interval."

@@ -38,7 +38,7 @@ def load_leaderboard(path=LEADERBOARD_PATH) -> dict:
 
 
 def board_rows(leaderboard: dict, model_name: str, scores: dict, ci95: dict | None,
-               comparable: bool) -> list[dict]:
+               comparable: bool, model_type: str | None = "open") -> list[dict]:
     """Every published model plus this run, by total (ties: published first).
 
     Each row: name, type, the per-dimension scores, total, date and paper_name (the paper's
@@ -46,6 +46,8 @@ def board_rows(leaderboard: dict, model_name: str, scores: dict, ci95: dict | No
     `sources`) and source_text (what it says), this_run, and for the
     published rows `gap` (their total minus this run's) and `gap_inside_ci` (their total
     lies within this run's 95% interval: the run cannot be told apart from them).
+    model_type: this run's model, "open" for the built-in (open-weight) Wan engines, None
+    where wmsub cannot know (a user engine).
     """
     sources = leaderboard.get("sources") or {}
     mine_total = scores.get("total")
@@ -65,7 +67,7 @@ def board_rows(leaderboard: dict, model_name: str, scores: dict, ci95: dict | No
     rows.sort(key=lambda r: -r["total"])
     if mine_total is None:
         return rows
-    mine = {"name": model_name, "type": "open", **{key: scores.get(key) for key, _ in COLUMNS},
+    mine = {"name": model_name, "type": model_type, **{key: scores.get(key) for key, _ in COLUMNS},
             "date": None, "paper_name": None,
             "source": "this run",
             "source_text": "this run" + ("" if comparable else " (a subset: not comparable)"),
@@ -80,6 +82,8 @@ def rank_of(rows: list[dict]) -> tuple[int | None, int | None]:
     """(rank, open-source rank) of this run's row; None where it has none."""
     for i, row in enumerate(rows):
         if row["this_run"]:
+            if row["type"] != "open":
+                return i + 1, None
             open_rank = 1 + sum(1 for r in rows[:i] if r["type"] == "open")
             return i + 1, open_rank
     return None, None

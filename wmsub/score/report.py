@@ -127,7 +127,9 @@ def write_report(run_dir: Path | None, results_path: Path | None, out_dir: Path,
 
     board = lb.load_leaderboard()
     comparable = not cov["subset"]
-    rows = lb.board_rows(board, model_name, scores, ci95, comparable)
+    from wmsub.engine_specs import BUILT_IN
+    model_type = "open" if cfg is None or cfg.model.engine in BUILT_IN else None
+    rows = lb.board_rows(board, model_name, scores, ci95, comparable, model_type)
     rank, open_rank = lb.rank_of(rows) if comparable else (None, None)
     generation = generation_stats(run_dir, cfg) if run_dir is not None else None
     judging = judge_stats(run_dir) if run_dir is not None else None

@@ -95,8 +95,10 @@ def _leaderboard(report: dict) -> list[str]:
         lines.append(f"**No rank: {cov['label']}.** The table shows the published models for "
                      f"reference only.")
     else:
-        lines.append(f"Rank **{report['rank']} of {len(rows)}** by total (open-source rank "
-                     f"{report['open_rank']}); ties rank below the published entry.")
+        among_open = (f" (open-source rank {report['open_rank']})" if report.get("open_rank")
+                      else " (open or closed not known for this model: no open-source rank)")
+        lines.append(f"Rank **{report['rank']} of {len(rows)}** by total{among_open}; ties rank "
+                     "below the published entry.")
     inside = report["indistinguishable"]
     if inside and not cov["subset"]:
         lines.append(f"Inside this run's 95% interval of the total (gap not significant): "
