@@ -111,11 +111,12 @@ def test_timeout_requeues_then_bound_fails(tmp_path, synthetic_bench, tiny_check
     assert rec["restarts"] >= 1
     _assert_all_valid(run_dir, rec["stems"])
 
-    # the same work with no timeout requeue allowed: it ends failed, and says why
+    # three times the work with no timeout requeue allowed: it ends failed, and says why
+    # (6 videos of 40 steps once fit one ~25 s incarnation on a quiet machine)
     bench2 = synthetic_bench(6, seed=3)
     tmp2 = tmp_path / "bound"
     over2 = smoke_overrides(tmp2, bench2, tiny_checkpoint, **{
-        "plan.chunks": 1, "generate.sampling_steps": 40, "slurm.time_min": 1,
+        "plan.chunks": 1, "generate.sampling_steps": 120, "slurm.time_min": 1,
         "slurm.signal_delay_s": 35, "slurm.max_timeout_requeues": 0})
     run2, gen = submit_smoke(tmp2, over2)
     task2 = gen["tasks"]["0"]
