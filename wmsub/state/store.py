@@ -206,9 +206,8 @@ class OutputStore:
     def _preview_settings(self) -> list[str]:
         """check_settings without writing: the same refusal, or notes of what a run does."""
         old = read_json_object(self.meta / "settings.json")
-        kernel = (read_json_object(self.meta / "kernel.json") or {}).get("kernel")
-        if kernel and self.kernel is None:
-            self._use_kernel(kernel)
+        if self.kernel is None:
+            self._read_pinned_kernel()
         self._settings_checked = True
         if old is None or old.get("fingerprint") == self.settings_fingerprint:
             return []
@@ -233,8 +232,7 @@ class OutputStore:
         login node only: two runs' chunks must not take an empty folder from each other."""
         if self._on_node:
             return False
-        has = lambda folder, pattern: folder.is_dir() and next(folder.glob(pattern), None) is not None  # noqa: E731
-        return not (has(self.dir, "*.mp4") or has(self.records_dir, "*.json")
+        return not (any(self.dir.glob("*.mp4")) or any(self.records_dir.glob("*.json"))
                     or self.claims.live_claims())
 
     def _replace_settings(self, path: Path, old: dict, mine: dict) -> list[str]:
